@@ -1,0 +1,193 @@
+"""Typed settings parsed once from `params.yaml`, with range errors that name the offending key.
+
+Every section of `params.yaml` maps to one frozen model below. A category may override any section
+under `categories.<name>`; `Params.for_category` merges those overrides onto the globals, so a stage
+never has to know where a value came from.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+AUX_TRANSFORMS = ("rot90", "rot180", "rot270", "hflip", "vflip", "gaussian_noise", "gaussian_blur")
+CATEGORY_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+class ConfigError(ValueError):
+    """Raised for a params file that cannot be used; the message names each bad key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Section):
+    root: str = Field(min_length=1, description="MVTec-AD-layout folder with one sub-folder per category")
+    image_size: int = Field(ge=16, le=1024)
+    channels: Literal[1, 3]
+    val_fraction: float = Field(gt=0.0, lt=1.0)
+
+    @field_validator("image_size")
+    @classmethod
+    def _divisible(cls, value: int) -> int:
+        if value % 16:
+            raise ValueError(f"must be a multiple of 16 so the networks can down-sample it, got {value}")
+        return value
+
+
+class BundledConfig(_Section):
+    categories: tuple[str, ...] = Field(min_length=1)
+    image_size: int = Field(ge=32, le=512)
+    train_count: int = Field(ge=4)
+    test_good_count: int = Field(ge=1)
+    test_per_defect: int = Field(ge=1)
+
+
+class LossConfig(_Section):
+    mse_weight: float = Field(ge=0.0)
+    dssim_weight: float = Field(ge=0.0)
+    ssim_window: int = Field(ge=3, le=31)
+
+    @model_validator(mode="after")
+    def _usable(self) -> LossConfig:
+        if self.mse_weight == 0 and self.dssim_weight == 0:
+            raise ValueError("mse_weight and dssim_weight are both 0: the loss would be constant")
+        if self.ssim_window % 2 == 0:
+            raise ValueError(f"ssim_window must be odd, got {self.ssim_window}")
+        return self
+
+
+class OptimConfig(_Section):
+    epochs: int = Field(ge=1, le=10_000)
+    batch_size: int = Field(ge=1, le=4096)
+    learning_rate: float = Field(gt=0.0, lt=1.0)
+    weight_decay: float = Field(ge=0.0, lt=1.0)
+    patience: int = Field(ge=0, description="early-stopping patience in epochs; 0 disables it")
+
+
+class AEConfig(OptimConfig):
+    base_channels: int = Field(ge=4, le=512)
+    latent_channels: int = Field(ge=1, le=1024)
+    depth: int = Field(ge=1, le=6)
+
+
+class SDNConfig(OptimConfig):
+    base_channels: int = Field(ge=4, le=512)
+    depth: int = Field(ge=1, le=6)
+    lambda_oer: float = Field(ge=0.0, le=1.0)
+    aux_transforms: tuple[str, ...]
+    aux_noise_std: float = Field(gt=0.0, le=1.0)
+    aux_blur_sigma: float = Field(gt=0.0, le=10.0)
+
+    @field_validator("aux_transforms")
+    @classmethod
+    def _known_transforms(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = sorted(set(value) - set(AUX_TRANSFORMS))
+        if unknown:
+            raise ValueError(f"unknown transform(s) {unknown}; choose from {list(AUX_TRANSFORMS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _aux_when_needed(self) -> SDNConfig:
+        if self.lambda_oer > 0 and not self.aux_transforms:
+            raise ValueError("lambda_oer > 0 needs at least one aux_transforms entry (or set lambda_oer: 0)")
+        return self
+
+
+class ScoreConfig(_Section):
+    smoothing_sigma: float = Field(ge=0.0, le=32.0, description="Gaussian smoothing of maps; 0 disables it")
+    reduction: Literal["mean", "max", "topk_mean"]
+    topk_fraction: float = Field(gt=0.0, le=1.0)
+    image_threshold_quantile: float = Field(gt=0.0, le=1.0)
+    pixel_threshold_quantile: float = Field(gt=0.0, le=1.0)
+
+
+class EvaluateConfig(_Section):
+    aupro_fpr_limit: float = Field(gt=0.0, le=1.0)
+    panel_rows: int = Field(ge=1, le=64)
+    batch_size: int = Field(ge=1, le=4096)
+
+
+class Params(_Section):
+    seed: int = Field(ge=0)
+    categories: dict[str, dict[str, Any]] = Field(min_length=1)
+    data: DataConfig
+    bundled: BundledConfig
+    loss: LossConfig
+    ae: AEConfig
+    sdn: SDNConfig
+    score: ScoreConfig
+    evaluate: EvaluateConfig
+
+    @field_validator("categories", mode="before")
+    @classmethod
+    def _names_and_overrides(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            raise ValueError("must be a mapping of category name to overrides, e.g. {brick: {}}")
+        overridable = set(_OVERRIDABLE)
+        for name, overrides in value.items():
+            if not CATEGORY_NAME.match(str(name)) or name in {".", ".."}:
+                raise ValueError(f"category {name!r} is not a plain folder name (letters, digits, _ . -)")
+            if overrides is None:
+                value[name] = {}
+            elif not isinstance(overrides, dict) or not set(overrides) <= overridable:
+                raise ValueError(
+                    f"overrides of {name!r} must be a mapping whose keys are among {sorted(overridable)}"
+                )
+        return value
+
+    def for_category(self, category: str) -> Params:
+        """The settings one category runs with: the global sections with its overrides merged in."""
+        if category not in self.categories:
+            raise ConfigError(
+                f"unknown category {category!r}; params.yaml `categories` lists {sorted(self.categories)}"
+            )
+        merged = self.model_dump(mode="python")
+        for section, overrides in self.categories[category].items():
+            merged[section] = _deep_merge(merged[section], overrides)
+        return _validate(merged, origin=f"categories.{category}")
+
+
+_OVERRIDABLE = ("data", "loss", "ae", "sdn", "score", "evaluate")
+
+
+def _deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _validate(raw: dict[str, Any], origin: str) -> Params:
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as error:
+        lines = []
+        for problem in error.errors():
+            key = ".".join(str(part) for part in problem["loc"]) or "(top level)"
+            given = f" (got {problem['input']!r})" if problem["type"] != "missing" else ""
+            lines.append(f"  {key}: {problem['msg']}{given}")
+        raise ConfigError(f"invalid settings in {origin}:\n" + "\n".join(lines)) from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate a params file; every error names the key to fix."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"params file {path} not found; run from the project root or pass --params")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path} is not valid YAML: {error}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must hold a mapping of sections, got {type(raw).__name__}")
+    return _validate(raw, origin=str(path))

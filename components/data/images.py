@@ -1,0 +1,118 @@
+"""Decode dataset images and masks into fixed-size numpy arrays.
+
+Pixels are used as stored: EXIF orientation is not applied, so an image and its mask (which
+carries no EXIF) stay aligned pixel for pixel.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from components.data.errors import DatasetError
+
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
+
+# Everything Pillow raises for a file it cannot fully decode: unknown format and zero-byte files
+# (UnidentifiedImageError, an OSError), truncated or corrupt streams (OSError, SyntaxError,
+# EOFError), bad headers (ValueError) and pixel-count bombs.
+_DECODE_ERRORS = (OSError, SyntaxError, EOFError, ValueError, Image.DecompressionBombError)
+_ALPHA_MODES = frozenset({"LA", "La", "PA", "RGBA", "RGBa"})
+_SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
+_MODE_FOR_CHANNELS = {1: "L", 3: "RGB"}
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What validation needs from a fully decoded file: its stored size and channel count."""
+
+    width: int
+    height: int
+    channels: int
+
+
+def _decode(path: str | os.PathLike[str]) -> Image.Image:
+    """Open and fully decode `path`, so corrupt or truncated files fail here, not mid-training."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+    except _DECODE_ERRORS as exc:
+        raise DatasetError(
+            f"cannot read image {path} ({type(exc).__name__}: {exc}); "
+            "replace it with an intact copy (re-download or re-export it) or delete it"
+        ) from exc
+    return image
+
+
+def probe_image(path: str | os.PathLike[str]) -> ImageInfo:
+    """Decode `path` once and report its stored size and channel count."""
+    image = _decode(path)
+    return ImageInfo(width=image.width, height=image.height, channels=_channels(image))
+
+
+def image_channel_count(path: str | os.PathLike[str]) -> int:
+    """Colour channels of the file as stored, alpha never counted.
+
+    1 for grayscale modes (1, L, LA, I, I;16*, F); 3 for colour modes (RGB, RGBA, CMYK, YCbCr, ...);
+    a palette image (P, PA) counts as 1 when every pixel's palette colour is gray, else 3.
+    """
+    return probe_image(path).channels
+
+
+def load_image(path: str | os.PathLike[str], size: int, channels: int) -> np.ndarray:
+    """Return a uint8 (channels, size, size) array.
+
+    Resampling is BICUBIC: Pillow widens its kernel when downsampling, so it antialiases like
+    LANCZOS, but with less overshoot; LANCZOS ringing adds halos at edges, exactly the fine
+    detail that reconstruction residuals already over-detect.
+    """
+    _check_size(size)
+    if channels not in _MODE_FOR_CHANNELS:
+        raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels!r}")
+    image = _to_mode(_decode(path), _MODE_FOR_CHANNELS[channels])
+    pixels = np.asarray(image.resize((size, size), Image.Resampling.BICUBIC), dtype=np.uint8)
+    return np.ascontiguousarray(pixels[None] if channels == 1 else pixels.transpose(2, 0, 1))
+
+
+def load_mask(path: str | os.PathLike[str], size: int) -> np.ndarray:
+    """Return a bool (size, size) mask; any nonzero colour value marks the pixel anomalous.
+
+    The mask is thresholded at native resolution, then resized with NEAREST so it stays binary.
+    """
+    _check_size(size)
+    anomalous = Image.fromarray(_nonzero(_decode(path)).astype(np.uint8) * 255)
+    return np.asarray(anomalous.resize((size, size), Image.Resampling.NEAREST)) > 0
+
+
+def _check_size(size: int) -> None:
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"size must be a positive integer, got {size!r}")
+
+
+def _channels(image: Image.Image) -> int:
+    if image.mode in ("P", "PA"):
+        rgb = np.asarray(image.convert("RGB"))
+        return 1 if bool((rgb == rgb[..., :1]).all()) else 3
+    return 1 if Image.getmodebase(image.mode) == "L" else 3
+
+
+def _to_mode(image: Image.Image, mode: str) -> Image.Image:
+    """Convert to L or RGB; 16-bit grayscale is rescaled, because Pillow would clip it at 255."""
+    if image.mode in _SIXTEEN_BIT_MODES:
+        wide = np.asarray(image).astype(np.uint32)
+        image = Image.fromarray(((wide * 255 + 32767) // 65535).astype(np.uint8))
+    return image if image.mode == mode else image.convert(mode)
+
+
+def _nonzero(image: Image.Image) -> np.ndarray:
+    """Per-pixel 'any colour value nonzero', ignoring alpha; palette indices are mapped to colours."""
+    if image.mode in ("P", "PA"):
+        image = image.convert("RGB")
+    values = np.asarray(image)
+    if values.ndim == 2:
+        return values != 0
+    colour = values[..., :-1] if image.mode in _ALPHA_MODES else values
+    return (colour != 0).any(axis=-1)

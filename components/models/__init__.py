@@ -1,0 +1,1 @@
+"""Model families; one folder per model, the torch modules apart from their training wrappers."""

@@ -1,0 +1,1 @@
+"""OE-SDN: networks, losses, outlier exposure, objectives, the deployable detector and its files."""

@@ -1,0 +1,44 @@
+"""The two training objectives of OE-SDN, in the form `components.training.fit` expects."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from components.models.oesdn.losses import ReconstructionLoss
+from components.models.oesdn.outlier_exposure import AuxSettings, oer_pair
+from components.training import Batch
+
+
+class AutoencoderObjective:
+    """Stage 1: reconstruct normal images, d(f_AE(x), x). The batch is (images,)."""
+
+    def __init__(self, distance: ReconstructionLoss) -> None:
+        self.distance = distance
+
+    def __call__(self, model: nn.Module, batch: Batch, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        (images,) = batch
+        return self.distance(model(images), images), {}
+
+
+class StyleDistillationObjective:
+    """Stage 2: J = (1 - lambda) * d(f_OS(x), f_AE(x)) + lambda * d(x~, f_OS(x~)).
+
+    The batch is (images, frozen AE outputs for those images): the AE is fixed, so its outputs are
+    computed once up front rather than on every step.
+    """
+
+    def __init__(self, distance: ReconstructionLoss, lambda_oer: float, aux: AuxSettings) -> None:
+        self.distance = distance
+        self.lambda_oer = lambda_oer
+        self.aux = aux
+
+    def __call__(self, model: nn.Module, batch: Batch, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        images, ae_outputs = batch
+        kd = self.distance(model(images), ae_outputs)
+        if self.lambda_oer == 0:
+            return kd, {"kd": kd.detach()}
+        aux_inputs, aux_targets = oer_pair(images, generator, self.aux)
+        oer = self.distance(model(aux_inputs), aux_targets)
+        total = (1.0 - self.lambda_oer) * kd + self.lambda_oer * oer
+        return total, {"kd": kd.detach(), "oer": oer.detach()}

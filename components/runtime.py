@@ -1,0 +1,67 @@
+"""Device choice, mixed precision and seeding: the same code runs on a laptop CPU or a CUDA box."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+
+def select_device(requested: str = "auto") -> torch.device:
+    """CUDA when present (or asked for), else the CPU; a CUDA request without CUDA is an error."""
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(requested)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' requested but torch sees no CUDA GPU; use --device cpu")
+    return device
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager[None]:
+    """bf16 mixed precision on CUDA (no loss scaling needed); full fp32 on the CPU."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def seed_everything(seed: int) -> None:
+    """Seed every RNG and ask torch for deterministic kernels, so a seed fixes the result."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+
+
+@contextlib.contextmanager
+def evaluation_mode(*modules: torch.nn.Module) -> Iterator[None]:
+    """Put modules in eval mode for inference and restore their previous mode afterwards."""
+    previous = [module.training for module in modules]
+    for module in modules:
+        module.eval()
+    try:
+        with torch.inference_mode():
+            yield
+    finally:
+        for module, was_training in zip(modules, previous, strict=True):
+            module.train(was_training)
+
+
+def to_float(images: np.ndarray) -> torch.Tensor:
+    """uint8 (N, C, H, W) to float32 in [0, 1], the networks' input range."""
+    return torch.from_numpy(np.ascontiguousarray(images)).float().div_(255.0)
+
+
+def batched_inference(module: torch.nn.Module, inputs: torch.Tensor, batch_size: int, device: torch.device) -> torch.Tensor:
+    """Run `module` over `inputs` in eval mode, batch by batch; returns fp32 outputs on the CPU."""
+    module.to(device)
+    outputs = []
+    with evaluation_mode(module), autocast(device):
+        for start in range(0, len(inputs), batch_size):
+            outputs.append(module(inputs[start : start + batch_size].to(device)).float().cpu())
+    return torch.cat(outputs)

@@ -1,0 +1,74 @@
+"""Anomaly maps and image scores for OE-SDN and its two baselines, all computed the same way.
+
+Every method's map is smoothed and reduced by the same settings, so the comparison between them is
+about the map alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import kornia
+import torch
+
+METHODS = ("oe_sdn", "ae_l2", "ae_ssim")
+Reduction = Literal["mean", "max", "topk_mean"]
+
+
+@dataclass(frozen=True)
+class ScoringSettings:
+    smoothing_sigma: float
+    reduction: Reduction
+    topk_fraction: float
+    ssim_window: int
+
+
+def oe_sdn_map(sdn_output: torch.Tensor, ae_output: torch.Tensor) -> torch.Tensor:
+    """|f_OS(x) - f_AE(x)|, averaged over channels: where the AE changed content, not just style."""
+    return (sdn_output.float() - ae_output.float()).abs().mean(dim=1)
+
+
+def l2_residual_map(images: torch.Tensor, ae_output: torch.Tensor) -> torch.Tensor:
+    """(x - f_AE(x))^2 averaged over channels: the plain AE baseline."""
+    return (images.float() - ae_output.float()).pow(2).mean(dim=1)
+
+
+def ssim_residual_map(images: torch.Tensor, ae_output: torch.Tensor, window: int) -> torch.Tensor:
+    """1 - SSIM(x, f_AE(x)) per pixel, averaged over channels: the AE-SSIM baseline."""
+    ssim = kornia.metrics.ssim(images.float(), ae_output.float(), window_size=window, max_val=1.0)
+    return 1.0 - ssim.mean(dim=1)
+
+
+def smooth_maps(maps: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Gaussian smoothing of (N, H, W) maps; sigma 0 returns them unchanged."""
+    if sigma <= 0:
+        return maps
+    kernel = 2 * max(1, round(3 * sigma)) + 1
+    smoothed = kornia.filters.gaussian_blur2d(maps[:, None], (kernel, kernel), (sigma, sigma), border_type="reflect")
+    return smoothed[:, 0]
+
+
+def reduce_maps(maps: torch.Tensor, reduction: Reduction, topk_fraction: float) -> torch.Tensor:
+    """Image scores (N,) from maps (N, H, W): mean, max, or mean of the top `topk_fraction` pixels."""
+    flat = maps.flatten(start_dim=1)
+    if reduction == "mean":
+        return flat.mean(dim=1)
+    if reduction == "max":
+        return flat.amax(dim=1)
+    if reduction == "topk_mean":
+        k = max(1, round(topk_fraction * flat.shape[1]))
+        return flat.topk(k, dim=1).values.mean(dim=1)
+    raise ValueError(f"unknown score reduction {reduction!r}; choose mean, max or topk_mean")
+
+
+def method_maps(
+    images: torch.Tensor, ae_output: torch.Tensor, sdn_output: torch.Tensor, settings: ScoringSettings
+) -> dict[str, torch.Tensor]:
+    """Smoothed (N, H, W) maps of every method in `METHODS` for one batch."""
+    raw = {
+        "oe_sdn": oe_sdn_map(sdn_output, ae_output),
+        "ae_l2": l2_residual_map(images, ae_output),
+        "ae_ssim": ssim_residual_map(images, ae_output, settings.ssim_window),
+    }
+    return {name: smooth_maps(value, settings.smoothing_sigma) for name, value in raw.items()}

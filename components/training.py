@@ -1,0 +1,188 @@
+"""A small, deterministic training loop with per-epoch checkpoints that a re-run resumes from.
+
+Shuffling draws from a generator seeded by (seed, epoch), so an epoch replays identically whether
+the run went straight through or was interrupted and resumed from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from components.io import atomic_path
+from components.runtime import autocast, evaluation_mode
+
+Batch = tuple[torch.Tensor, ...]
+Objective = Callable[[nn.Module, Batch, torch.Generator], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+"""Maps (model, batch, generator) to (total loss, named loss terms for logging)."""
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN or infinite; training cannot continue meaningfully."""
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    weight_decay: float
+    patience: int
+    seed: int
+    checkpoint_path: Path
+    fingerprint: str
+    """Identifies params, data and code; a checkpoint with another fingerprint is not resumed."""
+    param_prefix: str
+    """The params.yaml section these settings came from, named in error messages."""
+    progress: bool = True
+
+
+@dataclass
+class FitResult:
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = -1
+    best_val_loss: float = math.inf
+    resumed_from_epoch: int | None = None
+
+
+def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 100_003 + epoch)
+
+
+def _batches(data: Batch, batch_size: int, order: torch.Tensor, device: torch.device) -> list[Batch]:
+    """Full batches in `order` (a trailing remnant is dropped so batch norm never sees one image)."""
+    count = max(1, len(order) // batch_size)
+    return [tuple(t[order[i * batch_size : (i + 1) * batch_size]].to(device) for t in data) for i in range(count)]
+
+
+def _check_finite(loss: torch.Tensor, where: str, settings: FitSettings) -> None:
+    if not torch.isfinite(loss):
+        raise TrainingDivergedError(
+            f"loss became {loss.item()} at {where}; lower {settings.param_prefix}.learning_rate "
+            f"(now {settings.learning_rate}) or check the input images for constant or corrupt data"
+        )
+
+
+def _validation_loss(model: nn.Module, objective: Objective, data: Batch, settings: FitSettings, device: torch.device) -> float:
+    generator = _epoch_generator(settings.seed, -1)
+    order = torch.arange(len(data[0]))
+    total, count = 0.0, 0
+    with evaluation_mode(model), autocast(device):
+        for start in range(0, len(order), settings.batch_size):
+            batch = tuple(t[order[start : start + settings.batch_size]].to(device) for t in data)
+            loss, _ = objective(model, batch, generator)
+            total += loss.item() * len(batch[0])
+            count += len(batch[0])
+    return total / count
+
+
+def _load_checkpoint(settings: FitSettings) -> dict[str, Any] | None:
+    path = settings.checkpoint_path
+    if not path.is_file():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state.get("fingerprint") != settings.fingerprint:
+        tqdm.write(f"ignoring checkpoint {path}: it was made with other params, data or code")
+        return None
+    return state
+
+
+def fit(
+    model: nn.Module,
+    objective: Objective,
+    train_data: Batch,
+    val_data: Batch,
+    settings: FitSettings,
+    device: torch.device,
+) -> FitResult:
+    """Train `model` in place with Adam; keep the weights of the best validation epoch."""
+    if len(train_data[0]) == 0 or len(val_data[0]) == 0:
+        raise ValueError("training and validation sets must each hold at least one image")
+    model.to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    result = FitResult()
+    best_state = copy.deepcopy(model.state_dict())
+    start_epoch, bad_epochs = 0, 0
+
+    checkpoint = _load_checkpoint(settings)
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        best_state = checkpoint["best_model"]
+        start_epoch, bad_epochs = checkpoint["epoch"] + 1, checkpoint["bad_epochs"]
+        result.history = list(checkpoint["history"])
+        result.best_epoch, result.best_val_loss = checkpoint["best_epoch"], checkpoint["best_val_loss"]
+        result.resumed_from_epoch = start_epoch
+        tqdm.write(f"resuming {settings.param_prefix} training from epoch {start_epoch + 1} ({settings.checkpoint_path})")
+
+    bar = tqdm(
+        range(start_epoch, settings.epochs),
+        desc=f"train {settings.param_prefix}",
+        initial=start_epoch,
+        total=settings.epochs,
+        unit="epoch",
+        disable=not settings.progress,
+    )
+    for epoch in bar:
+        if settings.patience and bad_epochs >= settings.patience:
+            break
+        generator = _epoch_generator(settings.seed, epoch)
+        order = torch.randperm(len(train_data[0]), generator=generator)
+        model.train()
+        terms_sum: dict[str, float] = {}
+        batches = _batches(train_data, settings.batch_size, order, device)
+        for step, batch in enumerate(batches):
+            with autocast(device):
+                loss, terms = objective(model, batch, generator)
+            _check_finite(loss, f"epoch {epoch + 1}, batch {step + 1}", settings)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            for name, value in {"loss": loss, **terms}.items():
+                terms_sum[name] = terms_sum.get(name, 0.0) + value.item()
+        val_loss = _validation_loss(model, objective, val_data, settings, device)
+        _check_finite(torch.tensor(val_loss), f"epoch {epoch + 1} (validation)", settings)
+        record = {"epoch": epoch + 1, **{f"train_{k}": v / len(batches) for k, v in terms_sum.items()}, "val_loss": val_loss}
+        result.history.append(record)
+        if val_loss < result.best_val_loss:
+            result.best_val_loss, result.best_epoch, bad_epochs = val_loss, epoch + 1, 0
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            bad_epochs += 1
+        bar.set_postfix(loss=f"{record['train_loss']:.4f}", val=f"{val_loss:.4f}")
+        _save_checkpoint(settings, model, optimizer, best_state, epoch, bad_epochs, result)
+
+    model.load_state_dict(best_state)
+    return result
+
+
+def _save_checkpoint(
+    settings: FitSettings,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    best_state: dict[str, torch.Tensor],
+    epoch: int,
+    bad_epochs: int,
+    result: FitResult,
+) -> None:
+    state = {
+        "fingerprint": settings.fingerprint,
+        "epoch": epoch,
+        "bad_epochs": bad_epochs,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "best_model": best_state,
+        "best_epoch": result.best_epoch,
+        "best_val_loss": result.best_val_loss,
+        "history": result.history,
+    }
+    with atomic_path(settings.checkpoint_path) as tmp:
+        torch.save(state, tmp)

@@ -1,0 +1,1 @@
+"""Thin entry points that compose `components/`: the DVC stage commands and the `oesdn` CLI."""

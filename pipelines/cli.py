@@ -1,0 +1,65 @@
+"""`oesdn`: one console script for people and for `dvc.yaml`, a subcommand per stage.
+
+Heavy libraries (torch, pandas, matplotlib) load inside the subcommands, so `oesdn --help` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+# subcommand -> (module under pipelines.stages, function, needs --category, help)
+_STAGES: dict[str, tuple[str, str, bool, str]] = {
+    "generate": ("generate", "run", False, "build the bundled default dataset (offline, deterministic)"),
+    "prepare": ("prepare", "run", True, "validate a category's MVTec-layout folder and decode it to arrays"),
+    "train-ae": ("train", "run_ae", True, "train the bottleneck autoencoder on normal images"),
+    "train-sdn": ("train", "run_sdn", True, "train the style distillation network (with outlier exposure)"),
+    "evaluate": ("evaluate", "run", True, "score OE-SDN and the AE baselines; write metrics and plots"),
+    "summarize": ("summarize", "run", False, "write reports/summary.{json,md} over all categories"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="oesdn",
+        description="OE-SDN anomaly detection: data prep, training, evaluation (the DVC stages).",
+    )
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="settings file (default: params.yaml)")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (_, _, per_category, help_text) in _STAGES.items():
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        if per_category:
+            sub.add_argument("--category", required=True, help="category name, a key of `categories` in params")
+            sub.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda[:N]")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    module_name, function_name, per_category, _ = _STAGES[args.command]
+
+    from components.config import ConfigError
+    from components.data.errors import DatasetError
+    from pipelines.context import make_context
+
+    try:
+        ctx = make_context(
+            args.params,
+            getattr(args, "category", None),
+            progress=not args.no_progress,
+            device=getattr(args, "device", "auto"),
+        )
+        stage = importlib.import_module(f"pipelines.stages.{module_name}")
+        getattr(stage, function_name)(ctx)
+    except (ConfigError, DatasetError, FileNotFoundError) as error:
+        print(f"oesdn {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

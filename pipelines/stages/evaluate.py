@@ -1,0 +1,133 @@
+"""Stage `evaluate`: score the test set with OE-SDN and both AE baselines; write metrics and pictures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from components.data.prepared import PreparedData, load_prepared
+from components.evaluation import MethodEvaluation, evaluate_method
+from components.io import atomic_path, sha256_file, write_json_atomic
+from components.models.oesdn.detector import MethodScores, OESDNDetector, score_images
+from components.models.oesdn.persistence import load_network
+from components.reporting import save_anomaly_panel, save_roc_csv, save_roc_plot, save_score_histogram, select_panel_indices
+from components.runtime import seed_everything, select_device
+from components.scoring import METHODS, ScoringSettings
+from pipelines.context import StageContext
+from pipelines.stages.prepare import DATASET_RECORD
+
+
+def _scoring_settings(ctx: StageContext) -> ScoringSettings:
+    score = ctx.params.score
+    return ScoringSettings(score.smoothing_sigma, score.reduction, score.topk_fraction, ctx.params.loss.ssim_window)
+
+
+def run(ctx: StageContext) -> None:
+    assert ctx.category is not None
+    category, params = ctx.category, ctx.params
+    seed_everything(params.seed)
+    prepared_dir, models_dir, reports_dir = (
+        ctx.layout.prepared(category),
+        ctx.layout.models(category),
+        ctx.layout.reports(category),
+    )
+    dataset = json.loads((prepared_dir / DATASET_RECORD).read_text())
+    data = load_prepared(prepared_dir)
+    ae, _ = load_network(models_dir / "ae.pt", "ae")
+    sdn, _ = load_network(models_dir / "sdn.pt", "sdn")
+    detector = OESDNDetector(ae, sdn, _scoring_settings(ctx))
+    device = select_device(ctx.device)
+    batch = params.evaluate.batch_size
+    val = score_images(detector, data.val, batch, device, ctx.progress)
+    test = score_images(detector, data.test, batch, device, ctx.progress)
+
+    results: dict[str, MethodEvaluation] = {
+        name: evaluate_method(
+            val[name].scores,
+            val[name].maps,
+            data.test_labels,
+            test[name].scores,
+            test[name].maps,
+            data.test_masks,
+            params.score.image_threshold_quantile,
+            params.score.pixel_threshold_quantile,
+            params.evaluate.aupro_fpr_limit,
+        )
+        for name in METHODS
+    }
+    metrics = {name: result.metrics for name, result in results.items()}
+    write_json_atomic(reports_dir / "metrics.json", metrics)
+
+    for name, result in results.items():
+        save_roc_csv(*result.roc, reports_dir / "roc" / f"{name}.csv")
+    save_roc_plot(
+        {name: r.roc for name, r in results.items()},
+        {name: r.metrics["image_auroc"] for name, r in results.items()},
+        reports_dir / "roc.png",
+        f"{category}: image-level ROC",
+    )
+    _write_scores_table(data, test, reports_dir / "scores.csv")
+    _write_pictures(ctx, data, test["oe_sdn"], results["oe_sdn"], reports_dir)
+
+    write_json_atomic(
+        ctx.layout.evaluation(category),
+        {
+            "category": category,
+            "metrics": metrics,
+            "thresholds": {
+                name: {"image": r.image_threshold, "pixel": r.pixel_threshold} for name, r in results.items()
+            },
+            "masks_available": data.masks_available,
+            "counts": dataset["counts"],
+            "models": {name: sha256_file(models_dir / f"{name}.pt") for name in ("ae", "sdn")},
+            "provenance": ctx.provenance(("data", "loss", "ae", "sdn", "score", "evaluate"), dataset["data_hash"]),
+        },
+    )
+    _print_metrics(category, metrics, data.masks_available)
+
+
+def _write_scores_table(data: PreparedData, test: dict[str, MethodScores], path: Path) -> None:
+    table = pd.DataFrame(
+        {"image": data.test_names, "label": data.test_labels, "defect_type": data.test_defect_types}
+        | {name: test[name].scores for name in METHODS}
+    )
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.8g")
+
+
+def _write_pictures(
+    ctx: StageContext, data: PreparedData, oe_sdn: MethodScores, result: MethodEvaluation, reports_dir: Path
+) -> None:
+    labels = data.test_labels
+    save_score_histogram(
+        oe_sdn.scores[labels == 0],
+        oe_sdn.scores[labels == 1],
+        result.image_threshold,
+        reports_dir / "score_histogram.png",
+        f"{ctx.category}: OE-SDN image scores",
+    )
+    rows = select_panel_indices(labels, oe_sdn.scores, list(data.test_defect_types), ctx.params.evaluate.panel_rows)
+    verdict = np.where(oe_sdn.scores[rows] > result.image_threshold, "anomalous", "normal")
+    captions = [f"{data.test_names[i]}  score {oe_sdn.scores[i]:.4f}  {v}" for i, v in zip(rows, verdict, strict=True)]
+    save_anomaly_panel(
+        data.test[rows].astype(np.float32) / 255.0,
+        None if data.test_masks is None else data.test_masks[rows],
+        oe_sdn.maps[rows],
+        oe_sdn.maps[rows] > result.pixel_threshold,
+        captions,
+        reports_dir / "panel.png",
+        vmax=float(np.quantile(oe_sdn.maps, 0.999)),
+    )
+
+
+def _print_metrics(category: str, metrics: dict[str, dict[str, float | None]], masks_available: bool) -> None:
+    def fmt(value: float | None) -> str:
+        return "—" if value is None else f"{value:.3f}"
+
+    for name, values in metrics.items():
+        print(f"{category} {name:8s} " + "  ".join(f"{k}={fmt(v)}" for k, v in values.items()))
+    if not masks_available:
+        print(f"{category}: pixel AUROC and AUPRO skipped (the dataset has no ground-truth masks)")

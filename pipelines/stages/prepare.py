@@ -1,0 +1,45 @@
+"""Stage `prepare`: validate a category's folder, split off validation images, decode to arrays."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from components.data.layout import build_manifest, manifest_hash, write_manifest
+from components.data.prepared import prepare_arrays, save_prepared
+from components.io import write_json_atomic
+from pipelines.context import StageContext
+
+DATASET_RECORD = "dataset.json"
+
+
+def run(ctx: StageContext) -> None:
+    assert ctx.category is not None
+    data = ctx.params.data
+    out_dir = ctx.layout.prepared(ctx.category)
+    manifest = build_manifest(Path(data.root), ctx.category, val_fraction=data.val_fraction, seed=ctx.params.seed)
+    prepared = prepare_arrays(manifest, data.image_size, data.channels, progress=ctx.progress)
+    data_hash = manifest_hash(manifest)
+    write_manifest(manifest, out_dir / "manifest.csv")
+    save_prepared(prepared, out_dir)
+    counts = {
+        "train": len(prepared.train),
+        "val": len(prepared.val),
+        "test_normal": int(np.sum(prepared.test_labels == 0)),
+        "test_anomalous": int(np.sum(prepared.test_labels == 1)),
+    }
+    write_json_atomic(
+        out_dir / DATASET_RECORD,
+        {
+            "category": ctx.category,
+            "data_hash": data_hash,
+            "masks_available": prepared.masks_available,
+            "counts": counts,
+            "defect_types": sorted(set(prepared.test_defect_types) - {"good"}),
+            "provenance": ctx.provenance(("data",), data_hash),
+        },
+    )
+    print(f"{ctx.category}: {counts} from {Path(data.root) / ctx.category}")
+    if not prepared.masks_available:
+        print(f"{ctx.category}: no ground_truth folder, so pixel AUROC and AUPRO will be skipped")

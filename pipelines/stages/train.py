@@ -1,0 +1,105 @@
+"""Stages `train_ae` and `train_sdn`: the two training phases of OE-SDN for one category."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+
+from components.config import OptimConfig
+from components.data.prepared import load_prepared
+from components.io import atomic_path
+from components.models.oesdn.losses import ReconstructionLoss
+from components.models.oesdn.objectives import AutoencoderObjective, StyleDistillationObjective
+from components.models.oesdn.outlier_exposure import AuxSettings
+from components.models.oesdn.persistence import NetworkKind, build_network, load_network, save_network
+from components.provenance import fingerprint
+from components.runtime import batched_inference, seed_everything, select_device, to_float
+from components.training import Batch, FitSettings, Objective, fit
+from pipelines.context import StageContext
+from pipelines.stages.prepare import DATASET_RECORD
+
+
+def _data_hash(ctx: StageContext) -> str:
+    record_path = ctx.layout.prepared(ctx.category) / DATASET_RECORD
+    if not record_path.is_file():
+        raise FileNotFoundError(f"{record_path} not found; run `oesdn prepare --category {ctx.category}` first")
+    return json.loads(record_path.read_text())["data_hash"]
+
+
+def _distance(ctx: StageContext) -> ReconstructionLoss:
+    loss = ctx.params.loss
+    return ReconstructionLoss(loss.mse_weight, loss.dssim_weight, loss.ssim_window)
+
+
+def _train_and_save(
+    ctx: StageContext,
+    kind: NetworkKind,
+    arch: dict[str, int],
+    objective: Objective,
+    train: Batch,
+    val: Batch,
+    optim: OptimConfig,
+    sections: tuple[str, ...],
+    data_hash: str,
+) -> nn.Module:
+    """Fit a fresh network (resuming an interrupted run) and write it with its history and provenance."""
+    assert ctx.category is not None
+    device = select_device(ctx.device)
+    provenance = ctx.provenance(sections, data_hash)
+    settings = FitSettings(
+        epochs=optim.epochs,
+        batch_size=optim.batch_size,
+        learning_rate=optim.learning_rate,
+        weight_decay=optim.weight_decay,
+        patience=optim.patience,
+        seed=ctx.params.seed,
+        checkpoint_path=ctx.layout.checkpoint(ctx.category, kind),
+        fingerprint=fingerprint(kind, arch, provenance["params"], data_hash, provenance["code_version"]["source_sha256"]),
+        param_prefix=kind,
+        progress=ctx.progress,
+    )
+    network = build_network(kind, arch)
+    result = fit(network, objective, train, val, settings, device)
+    out_dir = ctx.layout.models(ctx.category)
+    extra: dict[str, Any] = {"provenance": provenance, "best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss}
+    save_network(out_dir / f"{kind}.pt", network, kind, arch, extra)
+    with atomic_path(out_dir / f"{kind}_history.csv") as tmp:
+        pd.DataFrame(result.history).to_csv(tmp, index=False)
+    settings.checkpoint_path.unlink(missing_ok=True)
+    print(f"{ctx.category}: {kind} best validation loss {result.best_val_loss:.5f} at epoch {result.best_epoch} on {device}")
+    return network
+
+
+def run_ae(ctx: StageContext) -> None:
+    assert ctx.category is not None
+    seed_everything(ctx.params.seed)
+    data_hash = _data_hash(ctx)
+    data = load_prepared(ctx.layout.prepared(ctx.category))
+    ae = ctx.params.ae
+    arch = {"channels": ctx.params.data.channels, "base_channels": ae.base_channels, "latent_channels": ae.latent_channels, "depth": ae.depth}
+    objective = AutoencoderObjective(_distance(ctx))
+    _train_and_save(ctx, "ae", arch, objective, (to_float(data.train),), (to_float(data.val),), ae, ("data", "loss", "ae"), data_hash)
+
+
+def run_sdn(ctx: StageContext) -> None:
+    assert ctx.category is not None
+    seed_everything(ctx.params.seed)
+    data_hash = _data_hash(ctx)
+    data = load_prepared(ctx.layout.prepared(ctx.category))
+    sdn = ctx.params.sdn
+    device = select_device(ctx.device)
+    autoencoder, _ = load_network(ctx.layout.models(ctx.category) / "ae.pt", "ae")
+    train, val = to_float(data.train), to_float(data.val)
+    with torch.no_grad():
+        train_targets = batched_inference(autoencoder, train, sdn.batch_size, device)
+        val_targets = batched_inference(autoencoder, val, sdn.batch_size, device)
+    arch = {"channels": ctx.params.data.channels, "base_channels": sdn.base_channels, "depth": sdn.depth}
+    aux = AuxSettings(tuple(sdn.aux_transforms), sdn.aux_noise_std, sdn.aux_blur_sigma)
+    objective = StyleDistillationObjective(_distance(ctx), sdn.lambda_oer, aux)
+    _train_and_save(
+        ctx, "sdn", arch, objective, (train, train_targets), (val, val_targets), sdn, ("data", "loss", "ae", "sdn"), data_hash
+    )
