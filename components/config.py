@@ -15,7 +15,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-AUX_TRANSFORMS = ("rot90", "rot180", "rot270", "hflip", "vflip", "gaussian_noise", "gaussian_blur")
+AUX_TRANSFORMS = (
+    "rot90", "rot180", "rot270", "hflip", "vflip", "gaussian_noise", "gaussian_blur", "invert", "channel_shuffle"
+)
 CATEGORY_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
@@ -44,6 +46,7 @@ class DataConfig(_Section):
 class BundledConfig(_Section):
     categories: tuple[str, ...] = Field(min_length=1)
     image_size: int = Field(ge=32, le=512)
+    crop_size: int = Field(ge=16, le=179, description="side of the square cut from the 512 px photo")
     train_count: int = Field(ge=4)
     test_good_count: int = Field(ge=1)
     test_per_defect: int = Field(ge=1)

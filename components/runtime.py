@@ -57,11 +57,23 @@ def to_float(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(images)).float().div_(255.0)
 
 
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Move a tensor to `device`; image batches go channels-last, which conv kernels run faster on."""
+    if tensor.dim() == 4:
+        return tensor.to(device, memory_format=torch.channels_last)
+    return tensor.to(device)
+
+
+def prepare_module(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """Move a network to `device` in the channels-last layout its inputs will have."""
+    return module.to(device, memory_format=torch.channels_last)
+
+
 def batched_inference(module: torch.nn.Module, inputs: torch.Tensor, batch_size: int, device: torch.device) -> torch.Tensor:
     """Run `module` over `inputs` in eval mode, batch by batch; returns fp32 outputs on the CPU."""
-    module.to(device)
+    prepare_module(module, device)
     outputs = []
     with evaluation_mode(module), autocast(device):
         for start in range(0, len(inputs), batch_size):
-            outputs.append(module(inputs[start : start + batch_size].to(device)).float().cpu())
+            outputs.append(module(to_device(inputs[start : start + batch_size], device)).float().cpu().contiguous())
     return torch.cat(outputs)

@@ -18,7 +18,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from components.io import atomic_path
-from components.runtime import autocast, evaluation_mode
+from components.runtime import autocast, evaluation_mode, prepare_module, to_device
 
 Batch = tuple[torch.Tensor, ...]
 Objective = Callable[[nn.Module, Batch, torch.Generator], tuple[torch.Tensor, dict[str, torch.Tensor]]]
@@ -60,7 +60,7 @@ def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
 def _batches(data: Batch, batch_size: int, order: torch.Tensor, device: torch.device) -> list[Batch]:
     """Full batches in `order` (a trailing remnant is dropped so batch norm never sees one image)."""
     count = max(1, len(order) // batch_size)
-    return [tuple(t[order[i * batch_size : (i + 1) * batch_size]].to(device) for t in data) for i in range(count)]
+    return [tuple(to_device(t[order[i * batch_size : (i + 1) * batch_size]], device) for t in data) for i in range(count)]
 
 
 def _check_finite(loss: torch.Tensor, where: str, settings: FitSettings) -> None:
@@ -73,11 +73,10 @@ def _check_finite(loss: torch.Tensor, where: str, settings: FitSettings) -> None
 
 def _validation_loss(model: nn.Module, objective: Objective, data: Batch, settings: FitSettings, device: torch.device) -> float:
     generator = _epoch_generator(settings.seed, -1)
-    order = torch.arange(len(data[0]))
     total, count = 0.0, 0
     with evaluation_mode(model), autocast(device):
-        for start in range(0, len(order), settings.batch_size):
-            batch = tuple(t[order[start : start + settings.batch_size]].to(device) for t in data)
+        for start in range(0, len(data[0]), settings.batch_size):
+            batch = tuple(to_device(t[start : start + settings.batch_size], device) for t in data)
             loss, _ = objective(model, batch, generator)
             total += loss.item() * len(batch[0])
             count += len(batch[0])
@@ -106,7 +105,7 @@ def fit(
     """Train `model` in place with Adam; keep the weights of the best validation epoch."""
     if len(train_data[0]) == 0 or len(val_data[0]) == 0:
         raise ValueError("training and validation sets must each hold at least one image")
-    model.to(device)
+    prepare_module(model, device)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
     result = FitResult()
     best_state = copy.deepcopy(model.state_dict())

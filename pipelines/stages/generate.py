@@ -13,6 +13,7 @@ def run(ctx: StageContext) -> None:
         train_count=bundled.train_count,
         test_good_count=bundled.test_good_count,
         test_per_defect=bundled.test_per_defect,
+        crop_size=bundled.crop_size,
         seed=ctx.params.seed,
     )
     paths = generate_dataset(ctx.layout.bundled_data, bundled.categories, spec, progress=ctx.progress)

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from components.runtime import autocast, evaluation_mode, to_float
+from components.runtime import autocast, evaluation_mode, prepare_module, to_device, to_float
 from components.scoring import METHODS, ScoringSettings, method_maps, oe_sdn_map, reduce_maps, smooth_maps
 
 
@@ -44,12 +44,12 @@ def score_images(
     detector: OESDNDetector, images: np.ndarray, batch_size: int, device: torch.device, progress: bool = True
 ) -> dict[str, MethodScores]:
     """Score uint8 (N, C, H, W) images with every method in `METHODS`, batch by batch."""
-    detector.to(device)
+    prepare_module(detector, device)
     maps: dict[str, list[np.ndarray]] = {name: [] for name in METHODS}
     starts = range(0, len(images), batch_size)
     with evaluation_mode(detector), autocast(device):
         for start in tqdm(starts, desc="score", unit="batch", disable=not progress):
-            batch = to_float(images[start : start + batch_size]).to(device)
+            batch = to_device(to_float(images[start : start + batch_size]), device)
             for name, value in detector.all_method_maps(batch).items():
                 maps[name].append(value.float().cpu().numpy())
     settings = detector.settings

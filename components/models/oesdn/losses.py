@@ -22,7 +22,8 @@ class ReconstructionLoss(nn.Module):
         self.ssim_window = ssim_window
 
     def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        output, target = output.float(), target.float()
+        if output.dtype != torch.float64:
+            output, target = output.float(), target.float()
         loss = output.new_zeros(())
         if self.mse_weight:
             loss = loss + self.mse_weight * F.mse_loss(output, target)

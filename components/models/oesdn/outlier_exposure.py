@@ -1,6 +1,9 @@
 """Auxiliary outliers for the OER term: transformed training images the SDN must copy unchanged.
 
 Rotation by k*90 degrees is the paper's best choice; flips, noise and blur are its ablations.
+Inversion and channel shuffling are photometric outliers: rotation leaves a texture's colours and
+intensities in-distribution, so only these teach the SDN to copy abnormal colours instead of
+normalising them.
 """
 
 from __future__ import annotations
@@ -30,6 +33,12 @@ def _gaussian_blur(images: torch.Tensor, generator: torch.Generator, settings: A
     return kornia.filters.gaussian_blur2d(images, (kernel, kernel), (sigma, sigma), border_type="reflect")
 
 
+def _channel_shuffle(images: torch.Tensor, generator: torch.Generator, settings: AuxSettings) -> torch.Tensor:
+    if images.shape[1] < 2:
+        raise ValueError("channel_shuffle needs colour images; drop it from sdn.aux_transforms for grayscale data")
+    return torch.roll(images, shifts=1, dims=1)
+
+
 _Transform = Callable[[torch.Tensor, torch.Generator, AuxSettings], torch.Tensor]
 
 TRANSFORMS: dict[str, _Transform] = {
@@ -40,6 +49,8 @@ TRANSFORMS: dict[str, _Transform] = {
     "vflip": lambda x, g, s: torch.flip(x, dims=(-2,)),
     "gaussian_noise": _gaussian_noise,
     "gaussian_blur": _gaussian_blur,
+    "invert": lambda x, g, s: 1.0 - x,
+    "channel_shuffle": _channel_shuffle,
 }
 
 

@@ -1,0 +1,38 @@
+"""Shared fixtures: the project's own params file, and tiny settings that run in seconds."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def project_params() -> dict[str, Any]:
+    return yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+
+
+def tiny_params(base: dict[str, Any], categories: tuple[str, ...] = ("brick",)) -> dict[str, Any]:
+    """The project's params shrunk to a few images and epochs: the pipeline's shape, not its quality."""
+    params = copy.deepcopy(base)
+    params["categories"] = {name: {} for name in categories}
+    params["bundled"].update(categories=list(categories), image_size=64, train_count=24, test_good_count=6, test_per_defect=2)
+    params["data"]["image_size"] = 32
+    for section in ("ae", "sdn"):
+        params[section].update(epochs=2, batch_size=8, base_channels=8)
+    return params
+
+
+@pytest.fixture
+def tiny(project_params: dict[str, Any]) -> dict[str, Any]:
+    return tiny_params(project_params)
+
+
+def write_params(path: Path, params: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path

@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from components.models.oesdn.detector import OESDNDetector, score_images
+from components.scoring import (
+    ScoringSettings,
+    l2_residual_map,
+    method_maps,
+    oe_sdn_map,
+    reduce_maps,
+    smooth_maps,
+    ssim_residual_map,
+)
+
+
+def test_oe_sdn_map_is_channel_mean_absolute_difference() -> None:
+    sdn = torch.zeros(1, 3, 2, 2)
+    ae = torch.zeros(1, 3, 2, 2)
+    sdn[0, :, 0, 0] = torch.tensor([0.3, -0.3, 0.0])
+    expected = torch.zeros(1, 2, 2)
+    expected[0, 0, 0] = 0.2
+    assert torch.allclose(oe_sdn_map(sdn, ae), expected)
+
+
+def test_l2_residual_is_channel_mean_squared_error() -> None:
+    x = torch.zeros(1, 2, 2, 2)
+    x[0, 0, 1, 1] = 0.5
+    assert torch.allclose(l2_residual_map(x, torch.zeros_like(x))[0], torch.tensor([[0.0, 0.0], [0.0, 0.125]]))
+
+
+def test_ssim_residual_is_zero_for_perfect_reconstruction_and_positive_otherwise() -> None:
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    assert ssim_residual_map(x, x, 7).abs().max() < 1e-5
+    assert ssim_residual_map(x, x.flip(-1), 7).mean() > 0.1
+
+
+@pytest.mark.parametrize(
+    ("reduction", "expected"),
+    [("mean", [1.0, 0.25]), ("max", [1.0, 1.0]), ("topk_mean", [1.0, 0.5])],
+)
+def test_reductions(reduction: str, expected: list[float]) -> None:
+    maps = torch.zeros(2, 2, 2)
+    maps[0] = 1.0
+    maps[1, 0, 0] = 1.0  # one hot pixel of four
+    scores = reduce_maps(maps, reduction, topk_fraction=0.5)  # type: ignore[arg-type]
+    assert scores.tolist() == pytest.approx(expected)
+
+
+def test_topk_keeps_at_least_one_pixel() -> None:
+    maps = torch.arange(16.0).reshape(1, 4, 4)
+    assert reduce_maps(maps, "topk_mean", topk_fraction=1e-6).item() == 15.0
+
+
+def test_unknown_reduction() -> None:
+    with pytest.raises(ValueError, match="unknown score reduction"):
+        reduce_maps(torch.zeros(1, 2, 2), "median", 0.1)  # type: ignore[arg-type]
+
+
+def test_smoothing_spreads_a_spike_but_keeps_constants() -> None:
+    spike = torch.zeros(1, 15, 15)
+    spike[0, 7, 7] = 1.0
+    assert torch.equal(smooth_maps(spike, 0.0), spike)
+    smoothed = smooth_maps(spike, 1.5)
+    assert smoothed[0, 7, 7] < 1.0 and smoothed[0, 7, 8] > 0.0
+    assert smoothed.sum().item() == pytest.approx(1.0, rel=1e-4)
+    constant = torch.full((1, 9, 9), 0.3)
+    assert torch.allclose(smooth_maps(constant, 2.0), constant)
+
+
+class _Scale(nn.Module):
+    def __init__(self, factor: float) -> None:
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.factor
+
+
+def test_detector_and_batched_scoring_agree_with_the_map_functions() -> None:
+    settings = ScoringSettings(smoothing_sigma=1.0, reduction="topk_mean", topk_fraction=0.1, ssim_window=7)
+    detector = OESDNDetector(_Scale(0.5), _Scale(0.9), settings)
+    images = np.random.default_rng(0).integers(0, 256, size=(5, 3, 16, 16), dtype=np.uint8)
+    x = torch.from_numpy(images).float() / 255
+
+    maps, scores = detector(x)
+    expected = smooth_maps(oe_sdn_map(x * 0.9, x * 0.5), 1.0)
+    assert torch.allclose(maps, expected, atol=1e-6)
+    assert torch.allclose(scores, reduce_maps(expected, "topk_mean", 0.1), atol=1e-6)
+
+    scored = score_images(detector, images, batch_size=2, device=torch.device("cpu"), progress=False)
+    reference = method_maps(x, x * 0.5, x * 0.9, settings)
+    for name, result in scored.items():
+        assert result.maps.shape == (5, 16, 16)
+        np.testing.assert_allclose(result.maps, reference[name].numpy(), atol=1e-6)
+        np.testing.assert_allclose(result.scores, reduce_maps(reference[name], "topk_mean", 0.1).numpy(), atol=1e-6)

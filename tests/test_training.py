@@ -1,0 +1,115 @@
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from components.models.oesdn.losses import ReconstructionLoss
+from components.models.oesdn.networks import ConvAutoencoder
+from components.models.oesdn.objectives import AutoencoderObjective
+from components.runtime import seed_everything
+from components.training import FitSettings, TrainingDivergedError, fit
+
+CPU = torch.device("cpu")
+
+
+def _settings(tmp_path: Path, **changes: object) -> FitSettings:
+    base = FitSettings(
+        epochs=3,
+        batch_size=4,
+        learning_rate=1e-3,
+        weight_decay=0.0,
+        patience=0,
+        seed=0,
+        checkpoint_path=tmp_path / "ckpt.pt",
+        fingerprint="f1",
+        param_prefix="ae",
+        progress=False,
+    )
+    return replace(base, **changes)
+
+
+def _data() -> tuple[tuple[torch.Tensor], tuple[torch.Tensor]]:
+    images = torch.rand(12, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    return (images[:9],), (images[9:],)
+
+
+def _model() -> nn.Module:
+    seed_everything(0)
+    return ConvAutoencoder(channels=1, base_channels=4, latent_channels=2, depth=2)
+
+
+OBJECTIVE = AutoencoderObjective(ReconstructionLoss(1.0, 1.0, 3))
+
+
+def _weights(model: nn.Module) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in model.state_dict().values()]
+
+
+def test_training_is_deterministic_and_reduces_loss(tmp_path: Path) -> None:
+    train, val = _data()
+    runs = []
+    for name in ("a", "b"):
+        model = _model()
+        result = fit(model, OBJECTIVE, train, val, _settings(tmp_path / name), CPU)
+        runs.append((_weights(model), result))
+    (w1, r1), (w2, r2) = runs
+    assert all(torch.equal(a, b) for a, b in zip(w1, w2, strict=True))
+    assert [h["val_loss"] for h in r1.history] == [h["val_loss"] for h in r2.history]
+    assert r1.history[-1]["train_loss"] < r1.history[0]["train_loss"]
+    assert r1.best_val_loss == min(h["val_loss"] for h in r1.history)
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def test_an_interrupted_run_resumes_to_the_same_result(tmp_path: Path) -> None:
+    train, val = _data()
+    reference = _model()
+    fit(reference, OBJECTIVE, train, val, _settings(tmp_path / "ref"), CPU)
+
+    calls = {"n": 0}
+
+    def crashing(model: nn.Module, batch, generator):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 7:  # 2 train + 1 validation call per epoch: dies in epoch 3
+            raise _Interrupt
+        return OBJECTIVE(model, batch, generator)
+
+    settings = _settings(tmp_path / "run")
+    with pytest.raises(_Interrupt):
+        fit(_model(), crashing, train, val, settings, CPU)
+    assert settings.checkpoint_path.is_file()
+
+    resumed = _model()
+    result = fit(resumed, OBJECTIVE, train, val, settings, CPU)
+    assert result.resumed_from_epoch == 2
+    assert len(result.history) == 3
+    assert all(torch.equal(a, b) for a, b in zip(_weights(reference), _weights(resumed), strict=True))
+
+
+def test_a_checkpoint_from_other_settings_is_not_resumed(tmp_path: Path) -> None:
+    train, val = _data()
+    fit(_model(), OBJECTIVE, train, val, _settings(tmp_path, epochs=1), CPU)
+    result = fit(_model(), OBJECTIVE, train, val, _settings(tmp_path, epochs=2, fingerprint="other"), CPU)
+    assert result.resumed_from_epoch is None and len(result.history) == 2
+
+
+def test_nan_loss_stops_training_with_a_clear_error(tmp_path: Path) -> None:
+    train, val = _data()
+    poisoned = (train[0].clone(),)
+    poisoned[0][0, 0, 0, 0] = float("nan")
+    with pytest.raises(TrainingDivergedError, match=r"ae\.learning_rate"):
+        fit(_model(), OBJECTIVE, poisoned, val, _settings(tmp_path), CPU)
+
+
+def test_early_stopping_keeps_the_best_epoch(tmp_path: Path) -> None:
+    train, val = _data()
+    model = _model()
+    result = fit(model, OBJECTIVE, train, val, _settings(tmp_path, epochs=40, patience=1, learning_rate=0.5), CPU)
+    assert len(result.history) < 40
+    assert result.best_val_loss == min(h["val_loss"] for h in result.history)
