@@ -83,6 +83,7 @@ class AEConfig(OptimConfig):
 class SDNConfig(OptimConfig):
     base_channels: int = Field(ge=4, le=512)
     depth: int = Field(ge=1, le=6)
+    residual: bool
     lambda_oer: float = Field(ge=0.0, le=1.0)
     aux_transforms: tuple[str, ...]
     aux_noise_std: float = Field(gt=0.0, le=1.0)
@@ -104,6 +105,7 @@ class SDNConfig(OptimConfig):
 
 
 class ScoreConfig(_Section):
+    distance: Literal["squared", "absolute"]
     smoothing_sigma: float = Field(ge=0.0, le=32.0, description="Gaussian smoothing of maps; 0 disables it")
     reduction: Literal["mean", "max", "topk_mean"]
     topk_fraction: float = Field(gt=0.0, le=1.0)

@@ -18,15 +18,27 @@ Reduction = Literal["mean", "max", "topk_mean"]
 
 @dataclass(frozen=True)
 class ScoringSettings:
+    distance: Literal["squared", "absolute"]
+    """How OE-SDN compares f_OS(x) with f_AE(x) per pixel (see `oe_sdn_map`)."""
     smoothing_sigma: float
     reduction: Reduction
     topk_fraction: float
     ssim_window: int
 
 
-def oe_sdn_map(sdn_output: torch.Tensor, ae_output: torch.Tensor) -> torch.Tensor:
-    """|f_OS(x) - f_AE(x)|, averaged over channels: where the AE changed content, not just style."""
-    return (sdn_output.float() - ae_output.float()).abs().mean(dim=1)
+def oe_sdn_map(sdn_output: torch.Tensor, ae_output: torch.Tensor, distance: str = "squared") -> torch.Tensor:
+    """Where the AE changed content, not just style: f_OS(x) vs f_AE(x), averaged over channels.
+
+    The paper writes |f_OS(x) - f_AE(x)|. Per channel, |d| and d^2 rank pixels alike; they differ
+    once channels are averaged and maps smoothed. "squared" matches the AE-L2 baseline's form, so
+    the two maps differ only in what the AE output is compared with.
+    """
+    difference = sdn_output.float() - ae_output.float()
+    if distance == "squared":
+        return difference.pow(2).mean(dim=1)
+    if distance == "absolute":
+        return difference.abs().mean(dim=1)
+    raise ValueError(f"unknown OE-SDN distance {distance!r}; choose squared or absolute")
 
 
 def l2_residual_map(images: torch.Tensor, ae_output: torch.Tensor) -> torch.Tensor:
@@ -67,7 +79,7 @@ def method_maps(
 ) -> dict[str, torch.Tensor]:
     """Smoothed (N, H, W) maps of every method in `METHODS` for one batch."""
     raw = {
-        "oe_sdn": oe_sdn_map(sdn_output, ae_output),
+        "oe_sdn": oe_sdn_map(sdn_output, ae_output, settings.distance),
         "ae_l2": l2_residual_map(images, ae_output),
         "ae_ssim": ssim_residual_map(images, ae_output, settings.ssim_window),
     }

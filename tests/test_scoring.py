@@ -23,7 +23,12 @@ def test_oe_sdn_map_is_channel_mean_absolute_difference() -> None:
     sdn[0, :, 0, 0] = torch.tensor([0.3, -0.3, 0.0])
     expected = torch.zeros(1, 2, 2)
     expected[0, 0, 0] = 0.2
-    assert torch.allclose(oe_sdn_map(sdn, ae), expected)
+    assert torch.allclose(oe_sdn_map(sdn, ae, "absolute"), expected)
+    squared = torch.zeros(1, 2, 2)
+    squared[0, 0, 0] = 0.06
+    assert torch.allclose(oe_sdn_map(sdn, ae, "squared"), squared)
+    with pytest.raises(ValueError, match="unknown OE-SDN distance"):
+        oe_sdn_map(sdn, ae, "cosine")
 
 
 def test_l2_residual_is_channel_mean_squared_error() -> None:
@@ -81,13 +86,13 @@ class _Scale(nn.Module):
 
 
 def test_detector_and_batched_scoring_agree_with_the_map_functions() -> None:
-    settings = ScoringSettings(smoothing_sigma=1.0, reduction="topk_mean", topk_fraction=0.1, ssim_window=7)
+    settings = ScoringSettings(distance="absolute", smoothing_sigma=1.0, reduction="topk_mean", topk_fraction=0.1, ssim_window=7)
     detector = OESDNDetector(_Scale(0.5), _Scale(0.9), settings)
     images = np.random.default_rng(0).integers(0, 256, size=(5, 3, 16, 16), dtype=np.uint8)
     x = torch.from_numpy(images).float() / 255
 
     maps, scores = detector(x)
-    expected = smooth_maps(oe_sdn_map(x * 0.9, x * 0.5), 1.0)
+    expected = smooth_maps(oe_sdn_map(x * 0.9, x * 0.5, "absolute"), 1.0)
     assert torch.allclose(maps, expected, atol=1e-6)
     assert torch.allclose(scores, reduce_maps(expected, "topk_mean", 0.1), atol=1e-6)
 

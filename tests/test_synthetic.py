@@ -32,11 +32,12 @@ def _tree(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def test_every_category_has_at_least_five_known_defects() -> None:
+def test_every_category_has_several_known_defects_and_all_types_are_used() -> None:
     assert set(CATEGORY_DEFECTS) == set(BUNDLED_CATEGORIES)
     for defects in CATEGORY_DEFECTS.values():
-        assert len(defects) >= 5
+        assert len(defects) >= 4
         assert set(defects) <= set(DEFECT_TYPES)
+    assert set().union(*CATEGORY_DEFECTS.values()) == set(DEFECT_TYPES)
 
 
 def test_layout_and_file_formats(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ from pipelines.stages.prepare import DATASET_RECORD
 
 def _scoring_settings(ctx: StageContext) -> ScoringSettings:
     score = ctx.params.score
-    return ScoringSettings(score.smoothing_sigma, score.reduction, score.topk_fraction, ctx.params.loss.ssim_window)
+    return ScoringSettings(score.distance, score.smoothing_sigma, score.reduction, score.topk_fraction, ctx.params.loss.ssim_window)
 
 
 def run(ctx: StageContext) -> None:

@@ -97,7 +97,7 @@ def run_sdn(ctx: StageContext) -> None:
     with torch.no_grad():
         train_targets = batched_inference(autoencoder, train, sdn.batch_size, device)
         val_targets = batched_inference(autoencoder, val, sdn.batch_size, device)
-    arch = {"channels": ctx.params.data.channels, "base_channels": sdn.base_channels, "depth": sdn.depth}
+    arch = {"channels": ctx.params.data.channels, "base_channels": sdn.base_channels, "depth": sdn.depth, "residual": sdn.residual}
     aux = AuxSettings(tuple(sdn.aux_transforms), sdn.aux_noise_std, sdn.aux_blur_sigma)
     objective = StyleDistillationObjective(_distance(ctx), sdn.lambda_oer, aux)
     _train_and_save(

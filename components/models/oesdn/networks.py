@@ -58,10 +58,16 @@ class ConvAutoencoder(nn.Module):
 
 
 class StyleDistillationNet(nn.Module):
-    """U-Net whose skip connections let it reproduce any input, which the AE cannot."""
+    """U-Net whose skip connections let it reproduce any input, which the AE cannot.
 
-    def __init__(self, channels: int, base_channels: int, depth: int) -> None:
+    With `residual`, it predicts a correction added to its input, starting as the identity: the
+    AE's style (local blur) is then a small learned correction, while changing content, which
+    the paper wants it NOT to learn, would take a large one.
+    """
+
+    def __init__(self, channels: int, base_channels: int, depth: int, residual: bool = True) -> None:
         super().__init__()
+        self.residual = residual
         widths = [level_width(base_channels, level) for level in range(depth + 1)]
         self.stem = nn.Sequential(conv_block(channels, widths[0]), conv_block(widths[0], widths[0]))
         self.down = nn.ModuleList(
@@ -70,7 +76,10 @@ class StyleDistillationNet(nn.Module):
         )
         self.up = nn.ModuleList(up_block(widths[i + 1], widths[i]) for i in reversed(range(depth)))
         self.merge = nn.ModuleList(conv_block(2 * widths[i], widths[i]) for i in reversed(range(depth)))
-        self.head = nn.Sequential(nn.Conv2d(widths[0], channels, 3, padding=1), nn.Sigmoid())
+        self.head = nn.Conv2d(widths[0], channels, 3, padding=1)
+        if residual:
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         features = self.stem(images)
@@ -80,4 +89,6 @@ class StyleDistillationNet(nn.Module):
             features = down(features)
         for up, merge, skip in zip(self.up, self.merge, reversed(skips), strict=True):
             features = merge(torch.cat([up(features), skip], dim=1))
-        return self.head(features)
+        if self.residual:
+            return (images + self.head(features)).clamp(0.0, 1.0)
+        return torch.sigmoid(self.head(features))
