@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from components.config import OptimConfig
-from components.data.prepared import load_prepared
+from components.data.prepared import PreparedData, load_prepared
 from components.io import atomic_path
 from components.models.oesdn.losses import ReconstructionLoss
 from components.models.oesdn.objectives import AutoencoderObjective, StyleDistillationObjective
@@ -23,11 +23,15 @@ from pipelines.context import StageContext
 from pipelines.stages.prepare import DATASET_RECORD
 
 
-def _data_hash(ctx: StageContext) -> str:
-    record_path = ctx.layout.prepared(ctx.category) / DATASET_RECORD
+def _seeded_inputs(ctx: StageContext) -> tuple[str, PreparedData]:
+    """Seed every RNG, then load the category's data hash and prepared arrays."""
+    assert ctx.category is not None
+    seed_everything(ctx.params.seed)
+    prepared_dir = ctx.layout.prepared(ctx.category)
+    record_path = prepared_dir / DATASET_RECORD
     if not record_path.is_file():
         raise FileNotFoundError(f"{record_path} not found; run `oesdn prepare --category {ctx.category}` first")
-    return json.loads(record_path.read_text())["data_hash"]
+    return json.loads(record_path.read_text())["data_hash"], load_prepared(prepared_dir)
 
 
 def _distance(ctx: StageContext) -> ReconstructionLoss:
@@ -75,10 +79,7 @@ def _train_and_save(
 
 
 def run_ae(ctx: StageContext) -> None:
-    assert ctx.category is not None
-    seed_everything(ctx.params.seed)
-    data_hash = _data_hash(ctx)
-    data = load_prepared(ctx.layout.prepared(ctx.category))
+    data_hash, data = _seeded_inputs(ctx)
     ae = ctx.params.ae
     arch = {"channels": ctx.params.data.channels, "base_channels": ae.base_channels, "latent_channels": ae.latent_channels, "depth": ae.depth}
     objective = AutoencoderObjective(_distance(ctx))
@@ -86,10 +87,7 @@ def run_ae(ctx: StageContext) -> None:
 
 
 def run_sdn(ctx: StageContext) -> None:
-    assert ctx.category is not None
-    seed_everything(ctx.params.seed)
-    data_hash = _data_hash(ctx)
-    data = load_prepared(ctx.layout.prepared(ctx.category))
+    data_hash, data = _seeded_inputs(ctx)
     sdn = ctx.params.sdn
     device = select_device(ctx.device)
     autoencoder, _ = load_network(ctx.layout.models(ctx.category) / "ae.pt", "ae")
