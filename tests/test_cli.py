@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import subprocess
@@ -79,3 +80,27 @@ def test_train_ae_resumes_after_being_killed(tmp_path: Path, tiny) -> None:
     assert model["kind"] == "ae" and not checkpoint.exists()
     assert model["provenance"]["data_hash"] and model["provenance"]["params"]["ae"]["epochs"] == 150
 
+
+
+def test_another_mvtec_folder_without_masks_runs_with_no_code_change(tmp_path: Path, tiny) -> None:
+    """A user's own folder and category names; no ground_truth, so pixel metrics are skipped."""
+    write_params(tmp_path / "params.yaml", tiny)
+    oesdn("--no-progress", "generate", cwd=tmp_path)
+    own = tmp_path / "factory" / "widget"
+    shutil.copytree(tmp_path / "data" / "bundled" / "brick", own)
+    shutil.rmtree(own / "ground_truth")
+    tiny["data"]["root"] = str(tmp_path / "factory")
+    tiny["categories"] = {"widget": {}}
+    write_params(tmp_path / "params.yaml", tiny)
+
+    prepared = oesdn("--no-progress", "prepare", "--category", "widget", cwd=tmp_path)
+    assert "pixel AUROC and AUPRO will be skipped" in prepared.stdout
+    oesdn("--no-progress", "train-ae", "--category", "widget", cwd=tmp_path)
+    oesdn("--no-progress", "train-sdn", "--category", "widget", cwd=tmp_path)
+    evaluated = oesdn("--no-progress", "evaluate", "--category", "widget", cwd=tmp_path)
+    assert "skipped" in evaluated.stdout
+    metrics = json.loads((tmp_path / "reports" / "widget" / "metrics.json").read_text())
+    assert metrics["oe_sdn"]["pixel_auroc"] is None and metrics["oe_sdn"]["aupro"] is None
+    assert 0.0 <= metrics["oe_sdn"]["image_auroc"] <= 1.0
+    summary = oesdn("summarize", cwd=tmp_path).stdout
+    assert "| widget" in summary and "—" in summary

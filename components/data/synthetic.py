@@ -303,7 +303,7 @@ def _stain(img: FloatImage, rng: np.random.Generator, ctx: _Context) -> tuple[Fl
     alpha *= 0.75 + 0.25 * _smooth_noise(rng, size, 0.04 * size)
     colour = _STAIN_COLOURS[rng.integers(len(_STAIN_COLOURS))]
     target = np.clip(colour * (0.6 + 0.8 * img.mean(axis=-1, keepdims=True)), 0.0, 1.0)
-    return _lerp(img, target, alpha * rng.uniform(0.4, 0.75)), alpha > 0
+    return _lerp(img, target, alpha * rng.uniform(0.6, 0.9)), alpha > 0
 
 
 def _contamination(img: FloatImage, rng: np.random.Generator, ctx: _Context) -> tuple[FloatImage, BoolMap]:
@@ -328,13 +328,13 @@ def _color(img: FloatImage, rng: np.random.Generator, ctx: _Context) -> tuple[Fl
     yiq[..., 1:] = yiq[..., 1:] @ rotation.T + rng.uniform(0.02, 0.07) * np.array([np.cos(hue), np.sin(hue)])
     shifted = np.clip(yiq @ _YIQ_TO_RGB.T, 0.0, 1.0)
     alpha = _blob(rng, size, (0.06, 0.14), (0.2, 0.5))
-    return _lerp(img, shifted, alpha * rng.uniform(0.5, 1.0)), alpha > 0
+    return _lerp(img, shifted, alpha * rng.uniform(0.75, 1.0)), alpha > 0
 
 
 def _intensity(img: FloatImage, rng: np.random.Generator, ctx: _Context) -> tuple[FloatImage, BoolMap]:
     """Local darkening or brightening with a soft edge (shadow, bleaching, wet patch)."""
     size = img.shape[0]
-    gain = rng.uniform(0.5, 0.75) if rng.random() < 0.5 else rng.uniform(1.3, 1.7)
+    gain = rng.uniform(0.4, 0.65) if rng.random() < 0.5 else rng.uniform(1.4, 1.9)
     alpha = _blob(rng, size, (0.06, 0.14), (0.2, 0.5))
     return np.clip(img * (1.0 + (gain - 1.0) * alpha[..., None]), 0.0, 1.0), alpha > 0
 
@@ -371,7 +371,8 @@ CATEGORY_DEFECTS: dict[str, tuple[str, ...]] = {
     # Dark pits, shading changes and warps vanish among grass's own shadows and random blades:
     # nobody inspects grass for them, so grass gets the defects a person would notice.
     "grass": ("scratch", "stain", "contamination", "color"),
-    "gravel": ("scratch", "hole", "stain", "contamination", "color", "intensity", "warp"),
+    # A warp of loose stones just looks like other stones; it stays a brick defect.
+    "gravel": ("scratch", "hole", "stain", "contamination", "color", "intensity"),
 }
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -17,12 +16,14 @@ from components.reporting import save_anomaly_panel, save_roc_csv, save_roc_plot
 from components.runtime import seed_everything, select_device
 from components.scoring import METHODS, ScoringSettings
 from pipelines.context import StageContext
-from pipelines.stages.prepare import DATASET_RECORD
+from pipelines.stages.prepare import read_dataset_record
 
 
 def _scoring_settings(ctx: StageContext) -> ScoringSettings:
     score = ctx.params.score
-    return ScoringSettings(score.distance, score.smoothing_sigma, score.reduction, score.topk_fraction, ctx.params.loss.ssim_window)
+    return ScoringSettings(
+        score.distance, score.smoothing_sigma, score.reduction, score.topk_fraction, ctx.params.loss.ssim_window
+    )
 
 
 def run(ctx: StageContext) -> None:
@@ -34,7 +35,7 @@ def run(ctx: StageContext) -> None:
         ctx.layout.models(category),
         ctx.layout.reports(category),
     )
-    dataset = json.loads((prepared_dir / DATASET_RECORD).read_text())
+    dataset = read_dataset_record(prepared_dir, category)
     data = load_prepared(prepared_dir)
     ae, _ = load_network(models_dir / "ae.pt", "ae")
     sdn, _ = load_network(models_dir / "sdn.pt", "sdn")

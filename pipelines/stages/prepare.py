@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -12,6 +14,14 @@ from components.io import write_json_atomic
 from pipelines.context import StageContext
 
 DATASET_RECORD = "dataset.json"
+
+
+def read_dataset_record(prepared_dir: Path, category: str) -> dict[str, Any]:
+    """The prepare stage's record (data hash, counts); later stages need it before anything else."""
+    path = prepared_dir / DATASET_RECORD
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found; run `oesdn prepare --category {category}` first")
+    return json.loads(path.read_text())
 
 
 def run(ctx: StageContext) -> None:

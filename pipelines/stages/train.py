@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pandas as pd
@@ -20,7 +19,7 @@ from components.provenance import fingerprint
 from components.runtime import batched_inference, seed_everything, select_device, to_float
 from components.training import Batch, FitSettings, Objective, fit
 from pipelines.context import StageContext
-from pipelines.stages.prepare import DATASET_RECORD
+from pipelines.stages.prepare import read_dataset_record
 
 
 def _seeded_inputs(ctx: StageContext) -> tuple[str, PreparedData]:
@@ -28,10 +27,7 @@ def _seeded_inputs(ctx: StageContext) -> tuple[str, PreparedData]:
     assert ctx.category is not None
     seed_everything(ctx.params.seed)
     prepared_dir = ctx.layout.prepared(ctx.category)
-    record_path = prepared_dir / DATASET_RECORD
-    if not record_path.is_file():
-        raise FileNotFoundError(f"{record_path} not found; run `oesdn prepare --category {ctx.category}` first")
-    return json.loads(record_path.read_text())["data_hash"], load_prepared(prepared_dir)
+    return read_dataset_record(prepared_dir, ctx.category)["data_hash"], load_prepared(prepared_dir)
 
 
 def _distance(ctx: StageContext) -> ReconstructionLoss:
