@@ -64,11 +64,14 @@ def _new_figure(width_in: float, height_in: float) -> Figure:
     return fig
 
 
-def _save_png(fig: Figure, path: Path, **kwargs: Any) -> None:
-    """Write the figure as PNG atomically (the temp file has no .png suffix, so say the format)."""
+def _save_png(fig: Figure, path: Path, metadata: Mapping[str, str] | None = None) -> None:
+    """Write the figure as PNG atomically (the temp file has no .png suffix, so say the format).
+
+    `metadata` lands in PNG text chunks, so a picture carries the provenance of what it shows.
+    """
     try:
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=_DPI, facecolor="white", **kwargs)
+            fig.savefig(tmp, format="png", dpi=_DPI, facecolor="white", metadata=dict(metadata or {}))
     finally:
         fig.clear()
 
@@ -98,6 +101,7 @@ def save_roc_plot(
     aurocs: Mapping[str, float],
     path: Path,
     title: str,
+    metadata: Mapping[str, str] | None = None,
 ) -> None:
     """Overlay the ROC curves of all methods so OE-SDN and its baselines compare in one picture.
 
@@ -137,7 +141,7 @@ def save_roc_plot(
     ax.tick_params(labelsize=9)
     ax.legend(loc="lower right", fontsize=9, frameon=True, framealpha=0.95)
     fig.tight_layout()
-    _save_png(fig, path)
+    _save_png(fig, path, metadata)
 
 
 def save_roc_csv(fpr: np.ndarray, tpr: np.ndarray, path: Path) -> None:
@@ -178,6 +182,7 @@ def save_score_histogram(
     threshold: float,
     path: Path,
     title: str,
+    metadata: Mapping[str, str] | None = None,
 ) -> None:
     """Show how well image scores separate normal from anomalous images, and where the cut lies.
 
@@ -219,7 +224,7 @@ def save_score_histogram(
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=9, frameon=True, framealpha=0.95)
     fig.tight_layout()
-    _save_png(fig, path)
+    _save_png(fig, path, metadata)
 
 
 # --------------------------------------------------------------------------------------------
@@ -303,6 +308,7 @@ def save_anomaly_panel(
     captions: Sequence[str],
     path: Path,
     vmax: float | None = None,
+    metadata: Mapping[str, str] | None = None,
 ) -> None:
     """Draw image | ground truth | heat map | predicted mask, one row per image, for eyeballing.
 
@@ -387,7 +393,7 @@ def save_anomaly_panel(
     colorbar.set_label(f"anomaly map value (0 to {vmax:.3g})", fontsize=9)
     colorbar.ax.tick_params(labelsize=8)
 
-    _save_png(fig, path)
+    _save_png(fig, path, metadata)
 
 
 def select_panel_indices(

@@ -157,6 +157,8 @@ def fit(
         else:
             bad_epochs += 1
         bar.set_postfix(loss=f"{record['train_loss']:.4f}", val=f"{val_loss:.4f}")
+        if not settings.progress:  # without a bar, one line per epoch still shows the run is alive
+            print(f"{settings.param_prefix} epoch {epoch + 1}/{settings.epochs}: loss {record['train_loss']:.4f}, val {val_loss:.4f}")
         _save_checkpoint(settings, model, optimizer, best_state, epoch, bad_epochs, result)
 
     model.load_state_dict(best_state)

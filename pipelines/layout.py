@@ -39,6 +39,11 @@ class ProjectLayout:
         return self.root / "reports" / "summary.json"
 
     @property
+    def summary_provenance(self) -> Path:
+        """Kept apart from summary.json, which `dvc metrics` reads as numbers."""
+        return self.root / "reports" / "summary_provenance.json"
+
+    @property
     def summary_md(self) -> Path:
         return self.root / "reports" / "summary.md"
 

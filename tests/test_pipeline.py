@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from tests.conftest import PROJECT_ROOT, tiny_params, write_params
 
@@ -68,6 +69,11 @@ def test_repro_writes_metrics_reports_and_summary(project: Path) -> None:
             assert (reports / name).stat().st_size > 0, name
         evaluation = json.loads((project / "evaluations" / f"{category}.json").read_text())
         assert evaluation["provenance"]["data_hash"] and evaluation["provenance"]["code_version"]["source_sha256"]
+        with Image.open(reports / "panel.png") as panel:
+            stamp = json.loads(panel.text["oesdn-provenance"])
+        assert stamp == evaluation["provenance"]
+    lineage = json.loads((project / "reports" / "summary_provenance.json").read_text())
+    assert set(lineage["categories"]) == {"brick", "grass"}
     summary = json.loads((project / "reports" / "summary.json").read_text())
     assert set(summary["categories"]) == {"brick", "grass"}
     table = (project / "reports" / "summary.md").read_text()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +62,8 @@ def run(ctx: StageContext) -> None:
     }
     metrics = {name: result.metrics for name, result in results.items()}
     write_json_atomic(reports_dir / "metrics.json", metrics)
+    provenance = ctx.provenance(("data", "loss", "ae", "sdn", "score", "evaluate"), dataset["data_hash"])
+    stamp = {"Software": "oesdn", "oesdn-provenance": json.dumps(provenance, sort_keys=True)}
 
     for name, result in results.items():
         save_roc_csv(*result.roc, reports_dir / "roc" / f"{name}.csv")
@@ -69,9 +72,10 @@ def run(ctx: StageContext) -> None:
         {name: r.metrics["image_auroc"] for name, r in results.items()},
         reports_dir / "roc.png",
         f"{category}: image-level ROC",
+        metadata=stamp,
     )
     _write_scores_table(data, test, reports_dir / "scores.csv")
-    _write_pictures(ctx, data, test["oe_sdn"], results["oe_sdn"], reports_dir)
+    _write_pictures(ctx, data, test["oe_sdn"], results["oe_sdn"], reports_dir, stamp)
 
     write_json_atomic(
         ctx.layout.evaluation(category),
@@ -84,7 +88,7 @@ def run(ctx: StageContext) -> None:
             "masks_available": data.masks_available,
             "counts": dataset["counts"],
             "models": {name: sha256_file(models_dir / f"{name}.pt") for name in ("ae", "sdn")},
-            "provenance": ctx.provenance(("data", "loss", "ae", "sdn", "score", "evaluate"), dataset["data_hash"]),
+            "provenance": provenance,
         },
     )
     _print_metrics(category, metrics, data.masks_available)
@@ -100,7 +104,12 @@ def _write_scores_table(data: PreparedData, test: dict[str, MethodScores], path:
 
 
 def _write_pictures(
-    ctx: StageContext, data: PreparedData, oe_sdn: MethodScores, result: MethodEvaluation, reports_dir: Path
+    ctx: StageContext,
+    data: PreparedData,
+    oe_sdn: MethodScores,
+    result: MethodEvaluation,
+    reports_dir: Path,
+    stamp: dict[str, str],
 ) -> None:
     labels = data.test_labels
     save_score_histogram(
@@ -109,6 +118,7 @@ def _write_pictures(
         result.image_threshold,
         reports_dir / "score_histogram.png",
         f"{ctx.category}: OE-SDN image scores",
+        metadata=stamp,
     )
     rows = select_panel_indices(labels, oe_sdn.scores, list(data.test_defect_types), ctx.params.evaluate.panel_rows)
     verdict = np.where(oe_sdn.scores[rows] > result.image_threshold, "anomalous", "normal")
@@ -121,6 +131,7 @@ def _write_pictures(
         captions,
         reports_dir / "panel.png",
         vmax=float(np.quantile(oe_sdn.maps, 0.999)),
+        metadata=stamp,
     )
 
 

@@ -4,16 +4,25 @@ from __future__ import annotations
 
 import json
 
+from components.io import write_json_atomic
 from components.reporting import format_summary_table, summarize, write_summary
 from pipelines.context import StageContext
 
 
 def run(ctx: StageContext) -> None:
-    per_category = {}
+    records = {}
     for category in ctx.params.categories:
         path = ctx.layout.evaluation(category)
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found; evaluate category {category!r} first (`dvc repro`)")
-        per_category[category] = json.loads(path.read_text())["metrics"]
+        records[category] = json.loads(path.read_text())
+    per_category = {category: record["metrics"] for category, record in records.items()}
     write_summary(per_category, ctx.layout.summary_json, ctx.layout.summary_md)
+    write_json_atomic(
+        ctx.layout.summary_provenance,
+        {
+            "code_version": ctx.code(),
+            "categories": {c: {"data_hash": r["provenance"]["data_hash"], "models": r["models"]} for c, r in records.items()},
+        },
+    )
     print(format_summary_table(summarize(per_category)))
