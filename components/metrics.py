@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage
-from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score, roc_curve
+from sklearn.metrics import f1_score, roc_auc_score, roc_curve
 
 __all__ = [
     "aupro",
@@ -245,15 +245,3 @@ def f1_at_threshold(labels: np.ndarray, scores: np.ndarray, threshold: float) ->
     """
     y, s = _labels_and_scores(labels, scores)
     return float(f1_score(y, s > _check_threshold(threshold), zero_division=0))
-
-
-def binary_metrics_at_threshold(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, float]:
-    """Precision, recall, F1 (anomalous class) and accuracy at the `score > threshold` rule."""
-    y, s = _labels_and_scores(labels, scores)
-    pred = s > _check_threshold(threshold)
-    return {
-        "precision": float(precision_score(y, pred, zero_division=0)),
-        "recall": float(recall_score(y, pred, zero_division=0)),
-        "f1": float(f1_score(y, pred, zero_division=0)),
-        "accuracy": float(accuracy_score(y, pred)),
-    }

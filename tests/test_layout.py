@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from components.data.images import image_channel_count, load_image, load_mask
+from components.data.images import load_image, load_mask, probe_image
 from components.data.layout import (
     MANIFEST_COLUMNS,
     DatasetError,
@@ -363,7 +363,7 @@ def test_load_image_rescales_16_bit(tmp_path: Path) -> None:
     wide = np.full((4, 4), 65535, dtype=np.uint16)
     wide[0, 0] = 257 * 10
     path = _save(tmp_path / "wide.png", Image.fromarray(wide))
-    assert image_channel_count(path) == 1
+    assert probe_image(path).channels == 1
     array = load_image(path, 4, 1)
     assert array[0, 1, 1] == 255 and array[0, 0, 0] == 10
 
@@ -401,13 +401,13 @@ def test_load_mask_palette_uses_colours_not_indices(tmp_path: Path) -> None:
     ("mode", "channels"),
     [("1", 1), ("L", 1), ("LA", 1), ("I;16", 1), ("RGB", 3), ("RGBA", 3)],
 )
-def test_image_channel_count(tmp_path: Path, mode: str, channels: int) -> None:
-    assert image_channel_count(_save(tmp_path / "x.png", Image.new(mode, (4, 4)))) == channels
+def test_probe_image(tmp_path: Path, mode: str, channels: int) -> None:
+    assert probe_image(_save(tmp_path / "x.png", Image.new(mode, (4, 4)))).channels == channels
 
 
 def test_palette_channel_count_depends_on_colours(tmp_path: Path) -> None:
     gray = Image.new("P", (4, 4), 1)
     gray.putpalette([0, 0, 0, 90, 90, 90] + [255, 0, 0] * 254)  # red entry unused
-    assert image_channel_count(_save(tmp_path / "gray.png", gray)) == 1
+    assert probe_image(_save(tmp_path / "gray.png", gray)).channels == 1
     gray.putpixel((0, 0), 2)
-    assert image_channel_count(_save(tmp_path / "colour.png", gray)) == 3
+    assert probe_image(_save(tmp_path / "colour.png", gray)).channels == 3

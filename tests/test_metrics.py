@@ -9,7 +9,6 @@ from sklearn.metrics import f1_score, roc_auc_score, roc_curve
 
 from components.metrics import (
     aupro,
-    binary_metrics_at_threshold,
     f1_at_threshold,
     image_auroc,
     pixel_auroc,
@@ -288,10 +287,3 @@ def test_f1_at_threshold_hand_computed() -> None:
     assert f1_at_threshold(labels, scores, 1.0) == 0.0  # nothing flagged: zero_division=0
     with pytest.raises(ValueError, match="NaN"):
         f1_at_threshold(labels, scores, float("nan"))
-
-
-def test_binary_metrics_at_threshold() -> None:
-    labels = np.array([0, 0, 1, 1, 1])
-    scores = np.array([0.1, 0.6, 0.5, 0.7, 0.9])
-    got = binary_metrics_at_threshold(labels, scores, 0.5)
-    assert got == pytest.approx({"precision": 2 / 3, "recall": 2 / 3, "f1": 2 / 3, "accuracy": 3 / 5})

@@ -53,15 +53,6 @@ def probe_image(path: str | os.PathLike[str]) -> ImageInfo:
     return ImageInfo(width=image.width, height=image.height, channels=_channels(image))
 
 
-def image_channel_count(path: str | os.PathLike[str]) -> int:
-    """Colour channels of the file as stored, alpha never counted.
-
-    1 for grayscale modes (1, L, LA, I, I;16*, F); 3 for colour modes (RGB, RGBA, CMYK, YCbCr, ...);
-    a palette image (P, PA) counts as 1 when every pixel's palette colour is gray, else 3.
-    """
-    return probe_image(path).channels
-
-
 def load_image(path: str | os.PathLike[str], size: int, channels: int) -> np.ndarray:
     """Return a uint8 (channels, size, size) array.
 

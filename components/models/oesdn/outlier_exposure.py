@@ -8,7 +8,7 @@ normalising them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import kornia
@@ -81,6 +81,3 @@ def oer_pair(images: torch.Tensor, generator: torch.Generator, settings: AuxSett
     aux = make_aux_batch(images, generator, settings)
     return aux, aux
 
-
-def aux_transform_names() -> Sequence[str]:
-    return tuple(TRANSFORMS)
