@@ -17,7 +17,6 @@ from sklearn.metrics import f1_score, roc_auc_score, roc_curve
 
 __all__ = [
     "aupro",
-    "binary_metrics_at_threshold",
     "f1_at_threshold",
     "image_auroc",
     "pixel_auroc",

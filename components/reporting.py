@@ -154,7 +154,7 @@ def save_roc_csv(fpr: np.ndarray, tpr: np.ndarray, path: Path) -> None:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["fpr", "tpr"])
     # repr() of a Python float is the shortest exact round-trip form.
-    writer.writerows((repr(float(f)), repr(float(t))) for f, t in zip(fpr_arr, tpr_arr))
+    writer.writerows((repr(float(f)), repr(float(t))) for f, t in zip(fpr_arr, tpr_arr, strict=True))
     write_text_atomic(path, buffer.getvalue())
 
 
@@ -545,7 +545,7 @@ def format_summary_table(summary: Mapping[str, Any]) -> str:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
 
     def line(cells: Sequence[str]) -> str:
-        padded = [cells[0].ljust(widths[0])] + [c.rjust(wd) for c, wd in zip(cells[1:], widths[1:])]
+        padded = [cells[0].ljust(widths[0])] + [c.rjust(wd) for c, wd in zip(cells[1:], widths[1:], strict=True)]
         return "| " + " | ".join(padded) + " |"
 
     separator = "|" + "|".join(

@@ -95,7 +95,7 @@ def test_roc_curve_points_matches_sklearn() -> None:
     scores = rng.random(100) + 0.3 * labels
     fpr, tpr, thr = roc_curve_points(labels, scores)
     ref = roc_curve(labels, scores, drop_intermediate=True)
-    for got, want in zip((fpr, tpr, thr), ref):
+    for got, want in zip((fpr, tpr, thr), ref, strict=True):
         np.testing.assert_allclose(got, want)
 
 
