@@ -120,3 +120,12 @@ def test_ae_objective_reconstructs_its_input() -> None:
     x = _images()
     total, terms = AutoencoderObjective(ReconstructionLoss(1.0, 0.0, 7))(_Identity(), (x,), torch.Generator())
     assert total.item() == 0.0 and terms == {}
+
+
+def test_photometric_outliers() -> None:
+    x = _images()
+    g = torch.Generator()
+    assert torch.allclose(TRANSFORMS["invert"](x, g, ROTATIONS), 1.0 - x)
+    assert torch.equal(TRANSFORMS["channel_shuffle"](x, g, ROTATIONS), x[:, [2, 0, 1]])
+    with pytest.raises(ValueError, match="channel_shuffle needs colour images"):
+        TRANSFORMS["channel_shuffle"](_images(channels=1), g, ROTATIONS)
