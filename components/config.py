@@ -147,6 +147,12 @@ class Params(_Section):
                 )
         return value
 
+    @model_validator(mode="after")
+    def _aux_fits_channels(self) -> Params:
+        if self.data.channels == 1 and "channel_shuffle" in self.sdn.aux_transforms:
+            raise ValueError("sdn.aux_transforms: channel_shuffle needs data.channels: 3 (the images are grayscale)")
+        return self
+
     def for_category(self, category: str) -> Params:
         """The settings one category runs with: the global sections with its overrides merged in."""
         if category not in self.categories:

@@ -51,6 +51,12 @@ def test_prepare_reports_a_broken_dataset_by_file(tmp_path: Path, tiny) -> None:
     assert "000.png" in result.stderr
 
 
+def test_prepare_before_generate_says_what_to_run(tmp_path: Path, tiny) -> None:
+    write_params(tmp_path / "params.yaml", tiny)
+    result = oesdn("prepare", "--category", "brick", cwd=tmp_path, check=False)
+    assert result.returncode == 2 and "oesdn generate" in result.stderr
+
+
 def test_unknown_category_is_a_clear_error(tmp_path: Path, tiny) -> None:
     write_params(tmp_path / "params.yaml", tiny)
     result = oesdn("prepare", "--category", "tile", cwd=tmp_path, check=False)

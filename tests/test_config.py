@@ -81,3 +81,10 @@ def test_missing_or_broken_file(tmp_path: Path) -> None:
     (tmp_path / "bad.yaml").write_text("seed: [1\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_params(tmp_path / "bad.yaml")
+
+
+def test_channel_shuffle_needs_colour_images(project_params, tmp_path: Path) -> None:
+    project_params["data"]["channels"] = 1
+    project_params["sdn"]["aux_transforms"] = ["rot90", "channel_shuffle"]
+    with pytest.raises(ConfigError, match="channel_shuffle needs data.channels: 3"):
+        load_params(write_params(tmp_path / "params.yaml", project_params))

@@ -28,7 +28,10 @@ def run(ctx: StageContext) -> None:
     assert ctx.category is not None
     data = ctx.params.data
     out_dir = ctx.layout.prepared(ctx.category)
-    manifest = build_manifest(Path(data.root), ctx.category, val_fraction=data.val_fraction, seed=ctx.params.seed)
+    root = Path(data.root)
+    if not root.exists() and root.resolve() == ctx.layout.bundled_data.resolve():
+        raise FileNotFoundError(f"the bundled dataset {root} is not built yet; run `oesdn generate` (or `dvc repro`)")
+    manifest = build_manifest(root, ctx.category, val_fraction=data.val_fraction, seed=ctx.params.seed)
     prepared = prepare_arrays(manifest, data.image_size, data.channels, progress=ctx.progress)
     data_hash = manifest_hash(manifest)
     write_manifest(manifest, out_dir / "manifest.csv")
@@ -50,6 +53,6 @@ def run(ctx: StageContext) -> None:
             "provenance": ctx.provenance(("data",), data_hash),
         },
     )
-    print(f"{ctx.category}: {counts} from {Path(data.root) / ctx.category}")
+    print(f"{ctx.category}: {counts} from {root / ctx.category}")
     if not prepared.masks_available:
         print(f"{ctx.category}: no ground_truth folder, so pixel AUROC and AUPRO will be skipped")

@@ -22,8 +22,8 @@ class ReconstructionLoss(nn.Module):
         self.ssim_window = ssim_window
 
     def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        if output.dtype != torch.float64:
-            output, target = output.float(), target.float()
+        dtype = torch.promote_types(output.dtype, torch.float32)  # at least fp32
+        output, target = output.to(dtype), target.to(dtype)
         loss = output.new_zeros(())
         if self.mse_weight:
             loss = loss + self.mse_weight * F.mse_loss(output, target)
