@@ -11,6 +11,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from pipelines.commands import COMMAND_MODULES
+
 # subcommand -> (module under pipelines.stages, function, needs --category, help)
 _STAGES: dict[str, tuple[str, str, bool, str]] = {
     "generate": ("generate", "run", False, "build the bundled default dataset (offline, deterministic)"),
@@ -35,29 +37,37 @@ def build_parser() -> argparse.ArgumentParser:
         if per_category:
             sub.add_argument("--category", required=True, help="category name, a key of `categories` in params")
             sub.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda[:N]")
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(f"pipelines.commands.{module_name}").add_parser(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    module_name, function_name, per_category, _ = _STAGES[args.command]
-
     from components.config import ConfigError
     from components.data.errors import DatasetError
-    from pipelines.context import make_context
 
     try:
-        ctx = make_context(
-            args.params,
-            getattr(args, "category", None),
-            progress=not args.no_progress,
-            device=getattr(args, "device", "auto"),
-        )
-        stage = importlib.import_module(f"pipelines.stages.{module_name}")
-        getattr(stage, function_name)(ctx)
+        if args.command not in _STAGES:
+            return int(args.handler(args))
+        return _run_stage(args)
     except (ConfigError, DatasetError, FileNotFoundError) as error:
         print(f"oesdn {args.command}: error: {error}", file=sys.stderr)
         return 2
+
+
+def _run_stage(args: argparse.Namespace) -> int:
+    from pipelines.context import make_context
+
+    module_name, function_name, _, _ = _STAGES[args.command]
+    ctx = make_context(
+        args.params,
+        getattr(args, "category", None),
+        progress=not args.no_progress,
+        device=getattr(args, "device", "auto"),
+    )
+    stage = importlib.import_module(f"pipelines.stages.{module_name}")
+    getattr(stage, function_name)(ctx)
     return 0
 
 
