@@ -119,6 +119,18 @@ class EvaluateConfig(_Section):
     batch_size: int = Field(ge=1, le=4096)
 
 
+class TrackingConfig(_Section):
+    enabled: bool = Field(default=True, description="log training and evaluation stages to MLflow")
+    experiment_prefix: str = Field(default="oesdn-", pattern=r"^[A-Za-z0-9_.\-/ ]*$")
+
+
+class RegistryConfig(_Section):
+    model_prefix: str = Field(default="oesdn-", min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
+    promotion_margin: float = Field(
+        default=0.005, ge=0.0, le=1.0, description="how much the challenger's primary metric must beat the champion's"
+    )
+
+
 class Params(_Section):
     seed: int = Field(ge=0)
     categories: dict[str, dict[str, Any]] = Field(min_length=1)
@@ -129,6 +141,8 @@ class Params(_Section):
     sdn: SDNConfig
     score: ScoreConfig
     evaluate: EvaluateConfig
+    tracking: TrackingConfig = TrackingConfig()
+    registry: RegistryConfig = RegistryConfig()
 
     @field_validator("categories", mode="before")
     @classmethod

@@ -5,7 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
+from components.data.images import load_mask
+
+from components.models.oesdn.bundle import BundleModel
 from components.metrics import aupro, f1_at_threshold, image_auroc, pixel_auroc, roc_curve_points, threshold_from_normal_scores
 
 
@@ -44,3 +48,25 @@ def evaluate_method(
         metrics["aupro"] = aupro(test_masks, test_maps, fpr_limit=aupro_fpr_limit)
     fpr, tpr, _ = roc_curve_points(test_labels, test_scores)
     return MethodEvaluation(metrics, image_threshold, pixel_threshold, (fpr, tpr))
+
+
+def primary_metric_on_manifest(model: BundleModel, manifest: pd.DataFrame, metric: str, batch_size: int = 32) -> float:
+    """Score a bundle on a manifest's test images, decoded with the bundle's own preprocessing.
+
+    Lets the registry compare a champion and a challenger on the same test set even when the
+    champion was evaluated on an older one or at another image size.
+    """
+    test = manifest[manifest["split"] == "test"]
+    if test.empty:
+        raise ValueError("the manifest has no test images")
+    images = np.stack([model.decode(path) for path in test["path"]])
+    scores, maps = model.score(images, batch_size)
+    if metric == "image_auroc":
+        return image_auroc(test["label"].to_numpy(), scores)
+    if metric != "pixel_auroc":
+        raise ValueError(f"unknown primary metric {metric!r}")
+    size = model.info.preprocessing.image_size
+    masks = np.stack(
+        [load_mask(path, size) if path else np.zeros((size, size), dtype=bool) for path in test["mask_path"]]
+    )
+    return pixel_auroc(masks, maps)

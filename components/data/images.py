@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image
@@ -34,14 +35,19 @@ class ImageInfo:
     channels: int
 
 
-def _decode(path: str | os.PathLike[str]) -> Image.Image:
+ImageFile = str | os.PathLike[str] | BinaryIO
+"""A path, or an open binary stream such as `io.BytesIO` of encoded bytes."""
+
+
+def _decode(path: ImageFile) -> Image.Image:
     """Open and fully decode `path`, so corrupt or truncated files fail here, not mid-training."""
     try:
         with Image.open(path) as image:
             image.load()
     except _DECODE_ERRORS as exc:
+        name = path if isinstance(path, (str, os.PathLike)) else "from the given bytes"
         raise DatasetError(
-            f"cannot read image {path} ({type(exc).__name__}: {exc}); "
+            f"cannot read image {name} ({type(exc).__name__}: {exc}); "
             "replace it with an intact copy (re-download or re-export it) or delete it"
         ) from exc
     return image
@@ -53,7 +59,7 @@ def probe_image(path: str | os.PathLike[str]) -> ImageInfo:
     return ImageInfo(width=image.width, height=image.height, channels=_channels(image))
 
 
-def load_image(path: str | os.PathLike[str], size: int, channels: int) -> np.ndarray:
+def load_image(path: ImageFile, size: int, channels: int) -> np.ndarray:
     """Return a uint8 (channels, size, size) array.
 
     Resampling is BICUBIC: Pillow widens its kernel when downsampling, so it antialiases like

@@ -11,6 +11,8 @@ import pandas as pd
 from components.data.prepared import PreparedData, load_prepared
 from components.evaluation import MethodEvaluation, evaluate_method
 from components.io import atomic_path, sha256_file, write_json_atomic
+from components.data.layout import manifest_hash, read_manifest
+from components.models.oesdn.bundle import BundleInfo, Preprocessing, write_bundle_info
 from components.models.oesdn.detector import MethodScores, OESDNDetector, score_images
 from components.models.oesdn.persistence import load_network
 from components.reporting import save_anomaly_panel, save_roc_csv, save_roc_plot, save_score_histogram, select_panel_indices
@@ -18,6 +20,7 @@ from components.runtime import seed_everything, select_device
 from components.scoring import METHODS, ScoringSettings
 from pipelines.context import StageContext
 from pipelines.stages.prepare import read_dataset_record
+from pipelines.tracking import track_stage
 
 
 def _scoring_settings(ctx: StageContext) -> ScoringSettings:
@@ -91,7 +94,45 @@ def run(ctx: StageContext) -> None:
             "provenance": provenance,
         },
     )
+    write_bundle_info(
+        models_dir,
+        BundleInfo(
+            category=category,
+            preprocessing=Preprocessing(params.data.image_size, params.data.channels),
+            scoring=detector.settings,
+            image_threshold=results["oe_sdn"].image_threshold,
+            pixel_threshold=results["oe_sdn"].pixel_threshold,
+            metrics=metrics,
+            masks_available=data.masks_available,
+            test_manifest_hash=_test_manifest_hash(prepared_dir),
+            data_hash=dataset["data_hash"],
+            network_sha256={name: sha256_file(models_dir / f"{name}.pt") for name in ("ae", "sdn")},
+            provenance=provenance,
+        ),
+    )
     _print_metrics(category, metrics, data.masks_available)
+    track_stage(
+        ctx,
+        "evaluate",
+        provenance,
+        [f"data/prepared/{category}", f"models/{category}/ae.pt", f"models/{category}/sdn.pt"],
+        {
+            reports_dir / "metrics.json": "",
+            ctx.layout.evaluation(category): "",
+            models_dir / "bundle.json": "",
+            reports_dir / "roc.png": "plots",
+            reports_dir / "panel.png": "plots",
+            reports_dir / "score_histogram.png": "plots",
+            reports_dir / "scores.csv": "",
+            **{reports_dir / "roc" / f"{name}.csv": "roc" for name in METHODS},
+        },
+        metrics=metrics,
+    )
+
+
+def _test_manifest_hash(prepared_dir: Path) -> str:
+    manifest = read_manifest(prepared_dir / "manifest.csv")
+    return manifest_hash(manifest[manifest["split"] == "test"])
 
 
 def _write_scores_table(data: PreparedData, test: dict[str, MethodScores], path: Path) -> None:

@@ -20,6 +20,7 @@ from components.runtime import batched_inference, seed_everything, select_device
 from components.training import Batch, FitSettings, Objective, fit
 from pipelines.context import StageContext
 from pipelines.stages.prepare import read_dataset_record
+from pipelines.tracking import track_stage
 
 
 def _seeded_inputs(ctx: StageContext) -> tuple[str, PreparedData]:
@@ -70,6 +71,15 @@ def _train_and_save(
     with atomic_path(out_dir / f"{kind}_history.csv") as tmp:
         pd.DataFrame(result.history).to_csv(tmp, index=False)
     settings.checkpoint_path.unlink(missing_ok=True)
+    upstream = [f"data/prepared/{ctx.category}"] + ([f"models/{ctx.category}/ae.pt"] if kind == "sdn" else [])
+    track_stage(
+        ctx,
+        f"train_{kind}",
+        provenance,
+        upstream,
+        {out_dir / f"{kind}.pt": "checkpoints", out_dir / f"{kind}_history.csv": "history"},
+        history=result.history,
+    )
     print(f"{ctx.category}: {kind} best validation loss {result.best_val_loss:.5f} at epoch {result.best_epoch} on {device}")
     return network
 

@@ -1,0 +1,269 @@
+"""One registered model per category: versions are bundles, `champion`/`challenger` are aliases.
+
+Every decision, automatic or by hand, is written where the MLflow UI shows it: tags on the model and
+its versions, and a `promotion` run per decision whose `promotion_log.jsonl` artifact holds the
+category's whole history.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+
+from components.models.oesdn.bundle import BUNDLE_FILE, NETWORK_FILES, BundleInfo
+from components.tracking.promotion import Candidate, Decision, current_user, decide
+from components.tracking.runs import stage_run
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+PAIR_TAG = "oesdn.pair_id"
+POLICY_CHAMPION_TAG = "oesdn.champion_set_by_oesdn"
+"""The version oesdn last made champion; a different @champion means a person moved it."""
+DECISION_TAG = "oesdn.decision"
+LOG_ARTIFACT = "promotion_log.jsonl"
+
+
+class RegistryError(RuntimeError):
+    """A registry operation that cannot be carried out; the message says what to do instead."""
+
+
+Rescorer = Callable[[ModelVersion], float]
+"""Scores a version's model on the current test manifest with the challenger's primary metric."""
+
+
+@dataclass
+class CategoryRegistry:
+    client: MlflowClient
+    category: str
+    model_name: str
+    experiment: str
+
+    # --- reading ---------------------------------------------------------------------------
+    def version_by_alias(self, alias: str) -> ModelVersion | None:
+        try:
+            return self.client.get_model_version_by_alias(self.model_name, alias)
+        except MlflowException:
+            return None
+
+    def version_with_pair(self, pair_id: str) -> ModelVersion | None:
+        if not self._model_exists():
+            return None
+        found = self.client.search_model_versions(f"name='{self.model_name}' and tag.`{PAIR_TAG}`='{pair_id}'")
+        return min(found, key=lambda v: int(v.version)) if found else None
+
+    def candidate(self, version: ModelVersion) -> Candidate:
+        tags = version.tags
+        try:
+            return Candidate(version.version, tags["oesdn.metric"], float(tags["oesdn.metric_value"]), tags["oesdn.test_manifest_hash"])
+        except KeyError as missing:
+            raise RegistryError(f"{self.model_name} v{version.version} lacks tag {missing}; was it registered by oesdn?") from None
+
+    def decisions(self) -> list[Decision]:
+        """Every recorded decision for this category, oldest first."""
+        experiment = self.client.get_experiment_by_name(self.experiment)
+        if experiment is None:
+            return []
+        runs = self.client.search_runs(
+            [experiment.experiment_id], f"tags.`oesdn.stage` = 'promotion'", order_by=["attributes.start_time ASC"]
+        )
+        return [Decision.from_json(run.data.tags[DECISION_TAG]) for run in runs if DECISION_TAG in run.data.tags]
+
+    # --- writing ---------------------------------------------------------------------------
+    def register(self, model_uri: str, info: BundleInfo, lineage: dict[str, str]) -> ModelVersion:
+        import mlflow
+
+        """A new version of the bundle logged at `model_uri`, tagged with its metrics and lineage."""
+        if not self._model_exists():
+            self.client.create_registered_model(
+                self.model_name,
+                tags={"oesdn.category": self.category},
+                description=f"OE-SDN AE/SDN pair for {self.category!r}; aliases: champion (serving), challenger (newest)",
+            )
+        tags = {
+            PAIR_TAG: info.pair_id,
+            "oesdn.category": self.category,
+            "oesdn.metric": info.primary_metric,
+            "oesdn.metric_value": f"{info.primary_value:.6f}",
+            "oesdn.test_manifest_hash": info.test_manifest_hash,
+            "oesdn.image_threshold": f"{info.image_threshold:.8g}",
+            **{f"oesdn.metrics.{m}.{k}": f"{v:.6f}" for m, vals in info.metrics.items() for k, v in vals.items() if v is not None},
+            **lineage,
+        }
+        version = mlflow.register_model(model_uri, self.model_name, tags=tags)
+        self.client.set_registered_model_alias(self.model_name, CHALLENGER, version.version)
+        return self.client.get_model_version(self.model_name, version.version)
+
+    def apply_policy(self, challenger: ModelVersion, margin: float, rescore: Rescorer) -> list[Decision]:
+        """Compare the challenger with whatever @champion is now (hand moves included), then record."""
+        decisions = self._notice_hand_move()
+        champion = self.version_by_alias(CHAMPION)
+        ours = self.candidate(challenger)
+        theirs = None if champion is None else self._comparable(champion, ours, rescore)
+        promote, reason = decide(ours, theirs, margin)
+        action = "first_champion" if champion is None else ("promoted" if promote else "kept")
+        before = None if champion is None else champion.version
+        decision = Decision(
+            self.category,
+            self.model_name,
+            action,
+            "oesdn promotion policy",
+            before,
+            challenger.version if promote else before,
+            reason,
+            _metrics(ours, theirs),
+        )
+        decisions.append(self._apply(decision))
+        return decisions
+
+    def promote(self, version: str, reason: str) -> Decision:
+        target = self._version(version)
+        champion = self.version_by_alias(CHAMPION)
+        if champion is not None and champion.version == target.version:
+            raise RegistryError(f"{self.model_name} v{version} already is the champion")
+        compared = [self.candidate(target)] + ([] if champion is None else [self.candidate(champion)])
+        decision = Decision(
+            self.category,
+            self.model_name,
+            "manual_promote",
+            f"{current_user()} via oesdn promote",
+            None if champion is None else champion.version,
+            target.version,
+            reason,
+            _metrics(*compared),
+        )
+        return self._apply(decision)
+
+    def rollback(self, reason: str) -> Decision:
+        """Give @champion back to the version it had before its latest move."""
+        champion = self.version_by_alias(CHAMPION)
+        if champion is None:
+            raise RegistryError(f"{self.model_name} has no champion to roll back")
+        history = [d for d in self.decisions() if d.moved and d.to_version == champion.version and d.from_version]
+        if not history:
+            raise RegistryError(
+                f"no earlier champion is recorded for {self.model_name} v{champion.version}; "
+                "use `oesdn promote --version N` to choose one"
+            )
+        previous = self._version(history[-1].from_version or "")
+        decision = Decision(
+            self.category,
+            self.model_name,
+            "rollback",
+            f"{current_user()} via oesdn rollback",
+            champion.version,
+            previous.version,
+            reason,
+            _metrics(self.candidate(previous), self.candidate(champion)),
+        )
+        return self._apply(decision)
+
+    # --- internals -------------------------------------------------------------------------
+    def _model_exists(self) -> bool:
+        try:
+            self.client.get_registered_model(self.model_name)
+        except MlflowException:
+            return False
+        return True
+
+    def _version(self, version: str) -> ModelVersion:
+        try:
+            return self.client.get_model_version(self.model_name, str(version))
+        except MlflowException:
+            raise RegistryError(f"{self.model_name} has no version {version!r}") from None
+
+    def _notice_hand_move(self) -> list[Decision]:
+        """Record (never revert) a champion someone set in the UI since oesdn last set it."""
+        champion = self.version_by_alias(CHAMPION)
+        tags = self.client.get_registered_model(self.model_name).tags
+        last_set = tags.get(POLICY_CHAMPION_TAG)
+        now = None if champion is None else champion.version
+        if last_set is None or last_set == now:
+            return []
+        decision = Decision(
+            self.category,
+            self.model_name,
+            "moved_in_ui",
+            "a person, outside oesdn (e.g. the MLflow UI)",
+            last_set,
+            now,
+            "champion alias found moved by hand; respected as the champion to beat",
+        )
+        return [self._apply(decision)]
+
+    def _comparable(self, champion: ModelVersion, challenger: Candidate, rescore: Rescorer) -> Candidate:
+        """The champion's metric on the challenger's test manifest (re-scored if it differs)."""
+        recorded = self.candidate(champion)
+        if recorded.test_manifest_hash == challenger.test_manifest_hash and recorded.metric == challenger.metric:
+            return recorded
+        return Candidate(champion.version, challenger.metric, rescore(champion), challenger.test_manifest_hash)
+
+    def _apply(self, decision: Decision) -> Decision:
+        """Move the alias if the decision says so, then record it: tags and a promotion run."""
+        if decision.moved and decision.action != "moved_in_ui":
+            if decision.to_version is None:
+                self.client.delete_registered_model_alias(self.model_name, CHAMPION)
+            else:
+                self.client.set_registered_model_alias(self.model_name, CHAMPION, decision.to_version)
+        self.client.set_registered_model_tag(self.model_name, POLICY_CHAMPION_TAG, decision.to_version or "")
+        self.client.set_registered_model_tag(self.model_name, "oesdn.last_decision", decision.summary()[:5000])
+        for version in {decision.from_version, decision.to_version} - {None}:
+            self.client.set_model_version_tag(self.model_name, str(version), "oesdn.last_decision", decision.summary()[:5000])
+        self._log_decision_run(decision)
+        return decision
+
+    def _log_decision_run(self, decision: Decision) -> None:
+        import mlflow
+
+        history = [*self.decisions(), decision]
+        tags = {
+            "oesdn.category": self.category,
+            "oesdn.stage": "promotion",
+            "oesdn.action": decision.action,
+            "oesdn.actor": decision.actor,
+            "oesdn.from_version": decision.from_version or "",
+            "oesdn.to_version": decision.to_version or "",
+            DECISION_TAG: decision.to_json(),
+        }
+        name = f"promotion {decision.action}: v{decision.from_version or '-'} -> v{decision.to_version or '-'}"
+        with stage_run(self.experiment, name, tags), tempfile.TemporaryDirectory() as tmp:
+            for version, values in decision.metrics.items():
+                mlflow.log_metric(f"v{version}.{values['metric']}", float(values["value"]))
+            log = Path(tmp) / LOG_ARTIFACT
+            log.write_text("".join(d.to_json() + "\n" for d in history))
+            mlflow.log_artifact(str(log))
+
+
+def _metrics(*candidates: Candidate | None) -> dict[str, dict[str, float | str]]:
+    return {c.version: {"metric": c.metric, "value": c.value} for c in candidates if c is not None}
+
+
+def stage_bundle(source: Path, target: Path) -> Path:
+    """Copy exactly the bundle's files (not histories or checkpoints) into `target`."""
+    target.mkdir(parents=True, exist_ok=True)
+    for name in (BUNDLE_FILE, *NETWORK_FILES):
+        shutil.copy2(source / name, target / name)
+    return target
+
+
+def download_bundle(model_uri: str, destination: Path | None = None) -> Path:
+    """Fetch a registered model's bundle folder (e.g. `models:/oesdn-brick@champion`) locally."""
+    import mlflow
+
+    from components.tracking.pyfunc import BUNDLE_ARTIFACT
+
+    root = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(destination) if destination else None))
+    bundle = root / "artifacts" / BUNDLE_ARTIFACT
+    if not (bundle / BUNDLE_FILE).is_file():
+        raise RegistryError(f"{model_uri} holds no oesdn bundle (looked for artifacts/{BUNDLE_ARTIFACT}/{BUNDLE_FILE})")
+    return bundle
+
+
+def model_metadata(info: BundleInfo) -> dict[str, Any]:
+    return {"category": info.category, "pair_id": info.pair_id, "image_threshold": info.image_threshold}

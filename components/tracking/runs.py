@@ -1,0 +1,80 @@
+"""One MLflow run per stage execution: params, per-epoch losses, metrics and artifacts."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from components.tracking.lineage import PARENT_RUN_ENV
+
+_MAX_PARAM_LENGTH = 6000
+
+
+def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested params as dotted keys (`sdn.lambda_oer`), the way the MLflow UI compares them."""
+    flat: dict[str, str] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat |= flatten(value, f"{name}.")
+        else:
+            flat[name] = str(value)[:_MAX_PARAM_LENGTH]
+    return flat
+
+
+def experiment_name(prefix: str, category: str) -> str:
+    return f"{prefix}{category}"
+
+
+@contextlib.contextmanager
+def stage_run(experiment: str, run_name: str, tags: Mapping[str, str]) -> Iterator[str]:
+    """Start a run (nested under the orchestrator's parent run when one is given); yields its id."""
+    import mlflow
+
+    mlflow.set_experiment(experiment)
+    parent = os.environ.get(PARENT_RUN_ENV) or None
+    with mlflow.start_run(run_name=run_name, tags=dict(tags), parent_run_id=parent) as run:
+        yield run.info.run_id
+
+
+def log_params(params: Mapping[str, Any]) -> None:
+    import mlflow
+
+    mlflow.log_params(flatten(params))
+
+
+def log_history(history: list[dict[str, float]]) -> None:
+    """Per-epoch losses, with the epoch as the step, so the UI draws training curves."""
+    import mlflow
+
+    for record in history:
+        step = int(record["epoch"])
+        mlflow.log_metrics({k: float(v) for k, v in record.items() if k != "epoch"}, step=step)
+
+
+def log_method_metrics(metrics: Mapping[str, Mapping[str, float | None]]) -> None:
+    """`<method>.<metric>` for OE-SDN and both baselines; metrics a dataset lacks are left out."""
+    import mlflow
+
+    mlflow.log_metrics(
+        {
+            f"{method}.{name}": float(value)
+            for method, values in metrics.items()
+            for name, value in values.items()
+            if value is not None and math.isfinite(value)
+        }
+    )
+
+
+def log_artifacts(files: Mapping[Path, str]) -> None:
+    """Each existing file under its artifact folder; a missing file is an error, never a silent gap."""
+    import mlflow
+
+    for path, folder in files.items():
+        if not path.is_file():
+            raise FileNotFoundError(f"artifact {path} was not written")
+        mlflow.log_artifact(str(path), artifact_path=folder or None)

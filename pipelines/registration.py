@@ -1,0 +1,120 @@
+"""Register a category's current pipeline outputs as a model version, then apply the promotion policy.
+
+Idempotent: the same AE/SDN pair (same weights, preprocessing, scoring and threshold) is never
+registered twice, so re-running after a cached `dvc repro` changes nothing.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipelines.context import CODE_ROOT, StageContext
+
+
+@dataclass
+class Registration:
+    model_name: str
+    version: str
+    created: bool
+    decisions: list = field(default_factory=list)
+    register_run_id: str | None = None
+
+    def lines(self) -> list[str]:
+        head = f"{self.model_name}: registered version {self.version}" if self.created else (
+            f"{self.model_name}: this AE/SDN pair is already version {self.version}; nothing registered"
+        )
+        return [head, *(decision.summary() for decision in self.decisions)]
+
+
+def category_registry(ctx: StageContext):  # -> CategoryRegistry (mlflow imported lazily)
+    from mlflow import MlflowClient
+
+    from components.tracking.registry import CategoryRegistry
+    from components.tracking.runs import experiment_name
+    from components.tracking.store import configure
+
+    assert ctx.category is not None
+    configure(ctx.layout.root)
+    return CategoryRegistry(
+        MlflowClient(),
+        ctx.category,
+        f"{ctx.params.registry.model_prefix}{ctx.category}",
+        experiment_name(ctx.params.tracking.experiment_prefix, ctx.category),
+    )
+
+
+def register_category(ctx: StageContext) -> Registration:
+    from components.models.oesdn.bundle import BundleModel
+
+    assert ctx.category is not None
+    registry = category_registry(ctx)
+    bundle_dir = ctx.layout.models(ctx.category)
+    model = BundleModel.load(bundle_dir, device="cpu")  # checks the networks against bundle.json
+    info = model.info
+    existing = registry.version_with_pair(info.pair_id)
+    if existing is not None:
+        return Registration(registry.model_name, existing.version, created=False)
+    run_id, model_uri = _log_model(ctx, registry.experiment, model)
+    lineage = {"oesdn.register_run": run_id, "oesdn.data_hash": info.data_hash, **_code_tags(info.provenance)}
+    version = registry.register(model_uri, info, lineage)
+    decisions = registry.apply_policy(version, ctx.params.registry.promotion_margin, _rescorer(ctx, registry.model_name, info.primary_metric))
+    return Registration(registry.model_name, version.version, True, decisions, run_id)
+
+
+def _code_tags(provenance: dict) -> dict[str, str]:
+    code = provenance.get("code_version", {})
+    return {"mlflow.source.git.commit": str(code.get("git_commit", "unknown")), "oesdn.source_sha256": str(code.get("source_sha256", ""))}
+
+
+def _log_model(ctx: StageContext, experiment: str, model) -> tuple[str, str]:
+    """Log the bundle as a pyfunc in a `register` run; returns (run id, model URI)."""
+    import mlflow
+    import pandas as pd
+
+    from components.data.layout import read_manifest
+    from components.tracking import pyfunc
+    from components.tracking.lineage import dependency_tags, run_tags
+    from components.tracking.registry import model_metadata, stage_bundle
+    from components.tracking.runs import stage_run
+
+    assert ctx.category is not None
+    info = model.info
+    manifest = read_manifest(ctx.layout.prepared(ctx.category) / "manifest.csv")
+    example_path = manifest.loc[manifest["split"] == "test", "path"].iloc[0]
+    example = pd.DataFrame({"image": [pyfunc.encode_array(model.decode(example_path))]})
+    deps = [f"models/{ctx.category}/{name}" for name in ("ae.pt", "sdn.pt", "bundle.json")]
+    tags = run_tags(ctx.category, "register", info.provenance, dependency_tags(ctx.layout.root, deps))
+    with stage_run(experiment, f"{ctx.category}/register", tags) as run_id, tempfile.TemporaryDirectory() as tmp:
+        bundle = stage_bundle(ctx.layout.models(ctx.category), Path(tmp) / pyfunc.BUNDLE_ARTIFACT)
+        logged = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(CODE_ROOT / "components" / "tracking" / "pyfunc_entry.py"),
+            artifacts={pyfunc.BUNDLE_ARTIFACT: str(bundle)},
+            code_paths=[str(CODE_ROOT / "components")],
+            signature=pyfunc.signature(),
+            input_example=example,
+            pip_requirements=pyfunc.pip_requirements(),
+            metadata=model_metadata(info),
+        )
+        mlflow.log_dict(info.to_json(), "bundle.json")
+    return run_id, logged.model_uri
+
+
+def _rescorer(ctx: StageContext, model_name: str, metric: str):
+    """Re-scores an older version on this category's current test manifest (when they differ)."""
+
+    def rescore(version) -> float:
+        from components.data.layout import read_manifest
+        from components.evaluation import primary_metric_on_manifest
+        from components.models.oesdn.bundle import BundleModel
+        from components.tracking.registry import download_bundle
+
+        assert ctx.category is not None
+        with tempfile.TemporaryDirectory() as tmp:
+            model = BundleModel.load(download_bundle(f"models:/{model_name}/{version.version}", Path(tmp)))
+            manifest = read_manifest(ctx.layout.prepared(ctx.category) / "manifest.csv")
+            return primary_metric_on_manifest(model, manifest, metric, ctx.params.evaluate.batch_size)
+
+    return rescore
