@@ -55,12 +55,12 @@ def register_category(ctx: StageContext) -> Registration:
     info = model.info
     existing = registry.version_with_pair(info.pair_id)
     if existing is not None:
-        return Registration(registry.model_name, existing.version, created=False)
+        return Registration(registry.model_name, str(existing.version), created=False)
     run_id, model_uri = _log_model(ctx, registry.experiment, model)
     lineage = {"oesdn.register_run": run_id, "oesdn.data_hash": info.data_hash, **_code_tags(info.provenance)}
     version = registry.register(model_uri, info, lineage)
     decisions = registry.apply_policy(version, ctx.params.registry.promotion_margin, _rescorer(ctx, registry.model_name, info.primary_metric))
-    return Registration(registry.model_name, version.version, True, decisions, run_id)
+    return Registration(registry.model_name, str(version.version), True, decisions, run_id)
 
 
 def _code_tags(provenance: dict) -> dict[str, str]:

@@ -25,7 +25,14 @@ def tiny_params(base: dict[str, Any], categories: tuple[str, ...] = ("brick",)) 
     params["data"]["image_size"] = 32
     for section in ("ae", "sdn"):
         params[section].update(epochs=2, batch_size=8, base_channels=8)
+    params["tracking"] = {**params.get("tracking", {}), "enabled": False}  # tests that need MLflow turn it on
     return params
+
+
+@pytest.fixture(autouse=True)
+def _isolated_mlflow(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never write to a tracking server a developer's shell points at."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
 
 
 @pytest.fixture

@@ -61,7 +61,7 @@ class CategoryRegistry:
     def candidate(self, version: ModelVersion) -> Candidate:
         tags = version.tags
         try:
-            return Candidate(version.version, tags["oesdn.metric"], float(tags["oesdn.metric_value"]), tags["oesdn.test_manifest_hash"])
+            return Candidate(str(version.version), tags["oesdn.metric"], float(tags["oesdn.metric_value"]), tags["oesdn.test_manifest_hash"])
         except KeyError as missing:
             raise RegistryError(f"{self.model_name} v{version.version} lacks tag {missing}; was it registered by oesdn?") from None
 
@@ -97,8 +97,8 @@ class CategoryRegistry:
             **lineage,
         }
         version = mlflow.register_model(model_uri, self.model_name, tags=tags)
-        self.client.set_registered_model_alias(self.model_name, CHALLENGER, version.version)
-        return self.client.get_model_version(self.model_name, version.version)
+        self.client.set_registered_model_alias(self.model_name, CHALLENGER, str(version.version))
+        return self.client.get_model_version(self.model_name, str(version.version))
 
     def apply_policy(self, challenger: ModelVersion, margin: float, rescore: Rescorer) -> list[Decision]:
         """Compare the challenger with whatever @champion is now (hand moves included), then record."""
@@ -108,14 +108,14 @@ class CategoryRegistry:
         theirs = None if champion is None else self._comparable(champion, ours, rescore)
         promote, reason = decide(ours, theirs, margin)
         action = "first_champion" if champion is None else ("promoted" if promote else "kept")
-        before = None if champion is None else champion.version
+        before = None if champion is None else str(champion.version)
         decision = Decision(
             self.category,
             self.model_name,
             action,
             "oesdn promotion policy",
             before,
-            challenger.version if promote else before,
+            str(challenger.version) if promote else before,
             reason,
             _metrics(ours, theirs),
         )
@@ -125,7 +125,7 @@ class CategoryRegistry:
     def promote(self, version: str, reason: str) -> Decision:
         target = self._version(version)
         champion = self.version_by_alias(CHAMPION)
-        if champion is not None and champion.version == target.version:
+        if champion is not None and str(champion.version) == str(target.version):
             raise RegistryError(f"{self.model_name} v{version} already is the champion")
         compared = [self.candidate(target)] + ([] if champion is None else [self.candidate(champion)])
         decision = Decision(
@@ -133,8 +133,8 @@ class CategoryRegistry:
             self.model_name,
             "manual_promote",
             f"{current_user()} via oesdn promote",
-            None if champion is None else champion.version,
-            target.version,
+            None if champion is None else str(champion.version),
+            str(target.version),
             reason,
             _metrics(*compared),
         )
@@ -145,7 +145,7 @@ class CategoryRegistry:
         champion = self.version_by_alias(CHAMPION)
         if champion is None:
             raise RegistryError(f"{self.model_name} has no champion to roll back")
-        history = [d for d in self.decisions() if d.moved and d.to_version == champion.version and d.from_version]
+        history = [d for d in self.decisions() if d.moved and d.to_version == str(champion.version) and d.from_version]
         if not history:
             raise RegistryError(
                 f"no earlier champion is recorded for {self.model_name} v{champion.version}; "
@@ -157,8 +157,8 @@ class CategoryRegistry:
             self.model_name,
             "rollback",
             f"{current_user()} via oesdn rollback",
-            champion.version,
-            previous.version,
+            str(champion.version),
+            str(previous.version),
             reason,
             _metrics(self.candidate(previous), self.candidate(champion)),
         )
@@ -183,7 +183,7 @@ class CategoryRegistry:
         champion = self.version_by_alias(CHAMPION)
         tags = self.client.get_registered_model(self.model_name).tags
         last_set = tags.get(POLICY_CHAMPION_TAG)
-        now = None if champion is None else champion.version
+        now = None if champion is None else str(champion.version)
         if last_set is None or last_set == now:
             return []
         decision = Decision(
@@ -202,7 +202,7 @@ class CategoryRegistry:
         recorded = self.candidate(champion)
         if recorded.test_manifest_hash == challenger.test_manifest_hash and recorded.metric == challenger.metric:
             return recorded
-        return Candidate(champion.version, challenger.metric, rescore(champion), challenger.test_manifest_hash)
+        return Candidate(str(champion.version), challenger.metric, rescore(champion), challenger.test_manifest_hash)
 
     def _apply(self, decision: Decision) -> Decision:
         """Move the alias if the decision says so, then record it: tags and a promotion run."""
