@@ -48,7 +48,9 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import yaml
 
     base = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
-    write_params(root / "params.yaml", tiny_params(base, ("brick", "grass")))
+    params = tiny_params(base, ("brick", "grass"))
+    params["tracking"]["enabled"] = True  # every training and evaluation stage logs to mlflow.db
+    write_params(root / "params.yaml", params)
     run("git", "init", "-q", cwd=root)
     run("dvc", "init", "-q", cwd=root)
     run("dvc", "config", "core.analytics", "false", cwd=root)
@@ -79,6 +81,23 @@ def test_repro_writes_metrics_reports_and_summary(project: Path) -> None:
     assert set(summary["categories"]) == {"brick", "grass"}
     table = (project / "reports" / "summary.md").read_text()
     assert "| brick" in table and "| grass" in table and "| mean" in table
+
+
+def test_stage_runs_carry_the_dependency_hashes_in_dvc_lock(project: Path) -> None:
+    import yaml
+    from mlflow import MlflowClient
+
+    lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
+    store = f"sqlite:///{project / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=store, registry_uri=store)
+    experiment = client.get_experiment_by_name("oesdn-grass")
+    for stage in ("train_ae", "train_sdn", "evaluate"):
+        run = client.search_runs(
+            [experiment.experiment_id], f"tags.`oesdn.stage` = '{stage}'", order_by=["attributes.start_time DESC"]
+        )[0]
+        dep_tags = {k.removeprefix("dvc.dep."): v for k, v in run.data.tags.items() if k.startswith("dvc.dep.")}
+        locked = {dep["path"]: dep["md5"] for dep in lock[f"{stage}@grass"]["deps"]}
+        assert dep_tags and all(locked[path] == md5 for path, md5 in dep_tags.items()), stage
 
 
 def test_generated_outputs_are_dvc_outputs_not_git_files(project: Path) -> None:
