@@ -38,6 +38,8 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("inference")
     params = tiny_params(yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text()))
     params["tracking"]["enabled"] = False
+    for section in ("ae", "sdn"):
+        params[section]["epochs"] = 1  # scores must match evaluate's, whatever the model's quality
     write_params(root / "params.yaml", params)
     ok("--no-progress", "generate", cwd=root)
     for stage in ("prepare", "train-ae", "train-sdn", "evaluate"):

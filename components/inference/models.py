@@ -6,7 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from components.models.oesdn.bundle import BUNDLE_FILE
+BUNDLE_FILE = "bundle.json"
+"""As `components.models.oesdn.bundle.BUNDLE_FILE`, repeated so a bad `--model` fails before torch loads."""
 
 
 class ModelSourceError(ValueError):
@@ -45,9 +46,9 @@ def _from_registry(uri: str, project_root: Path, download_to: Path) -> ResolvedM
     from mlflow.exceptions import MlflowException
 
     from components.tracking.registry import RegistryError, download_bundle
-    from components.tracking.store import configure
+    from components.tracking.store import configure, redact
 
-    store = configure(project_root)
+    store = redact(configure(project_root))
     reference = uri.removeprefix("models:/")
     client = MlflowClient()
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -45,28 +46,34 @@ def _fail(command: str, message: object) -> int:
     return 2
 
 
-def _load(args: argparse.Namespace, workdir: Path, device: str):  # -> (ResolvedModel, BundleModel)
+def _load(args: argparse.Namespace, workdir: Path, device: str, sources: list[str] | None = None):  # -> (ResolvedModel, BundleModel, [Source])
+    """Resolve the model, then expand the sources (S3 downloads), then load: cheap checks fail first."""
     from components.inference.models import resolve_model
-    from components.models.oesdn.bundle import BundleModel
+    from components.inference.sources import expand_sources
 
-    resolved = resolve_model(args.model, Path.cwd(), workdir)
-    return resolved, BundleModel.load(resolved.bundle_dir, device=device)
+    if args.no_progress:  # MLflow's own download bar, for registry URIs
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    resolved = resolve_model(args.model, Path.cwd(), workdir / "model")
+    found = expand_sources(sources, workdir / "downloads") if sources else []
+    from components.models.oesdn.bundle import BundleModel  # torch loads only once model and images are known
+
+    return resolved, BundleModel.load(resolved.bundle_dir, device=device), found
 
 
 def _predict(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         return _fail("predict", f"--batch-size must be at least 1, got {args.batch_size}")
     from components.inference.models import ModelSourceError
-    from components.inference.predict import predict, write_predictions
-    from components.inference.sources import SourceError, expand_sources
+    from components.inference.sources import SourceError
 
     with tempfile.TemporaryDirectory(prefix="oesdn-predict-") as scratch:
         workdir = Path(scratch)
         try:
-            sources = expand_sources(args.sources, workdir / "downloads")
-            resolved, model = _load(args, workdir / "model", args.device)
+            resolved, model, sources = _load(args, workdir, args.device, args.sources)
         except (ModelSourceError, SourceError, ValueError, RuntimeError) as error:
             return _fail("predict", error)
+        from components.inference.predict import predict, write_predictions
+
         sink = None
         if args.maps:
             from components.inference.maps import MapWriter
@@ -90,7 +97,7 @@ def _export(args: argparse.Namespace) -> int:
 
     with tempfile.TemporaryDirectory(prefix="oesdn-export-") as scratch:
         try:
-            resolved, model = _load(args, Path(scratch), "cpu")
+            resolved, model, _ = _load(args, Path(scratch), "cpu")
         except (ModelSourceError, ValueError, RuntimeError) as error:
             return _fail("export", error)
         from components.inference.onnx_export import export_onnx
