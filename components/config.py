@@ -131,6 +131,25 @@ class RegistryConfig(_Section):
     )
 
 
+class ScheduleConfig(_Section):
+    cron: str = Field(default="0 2 * * *", min_length=9, description="five-field cron expression")
+    timezone: str = Field(default="UTC", min_length=1)
+
+    @field_validator("cron")
+    @classmethod
+    def _five_fields(cls, value: str) -> str:
+        if len(value.split()) != 5:
+            raise ValueError(f"must have five fields (minute hour day month weekday), got {value!r}")
+        return value
+
+
+class OrchestrationConfig(_Section):
+    stage_timeout_minutes: float = Field(default=120.0, gt=0.0, le=7 * 24 * 60)
+    retries: int = Field(default=2, ge=0, le=10, description="retries of a stage after a transient fault")
+    retry_delay_seconds: float = Field(default=10.0, ge=0.0, le=3600.0, description="first retry delay; doubles each time")
+    schedule: ScheduleConfig = ScheduleConfig()
+
+
 class Params(_Section):
     seed: int = Field(ge=0)
     categories: dict[str, dict[str, Any]] = Field(min_length=1)
@@ -143,6 +162,7 @@ class Params(_Section):
     evaluate: EvaluateConfig
     tracking: TrackingConfig = TrackingConfig()
     registry: RegistryConfig = RegistryConfig()
+    orchestration: OrchestrationConfig = OrchestrationConfig()
 
     @field_validator("categories", mode="before")
     @classmethod

@@ -1,0 +1,75 @@
+"""`oesdn run` (the main job: the Prefect flow once, no server needed) and `oesdn serve` (on a schedule)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def add_parser(commands: Any) -> None:
+    run = commands.add_parser(
+        "run",
+        help="train, evaluate, register and promote every category (or the given ones), once",
+        description="Run the train-all Prefect flow once: DVC brings each category's stages up to date, then its "
+        "AE/SDN pair is registered in MLflow and the promotion policy decides. No Prefect server is needed.",
+    )
+    run.add_argument("--category", action="append", help="only this category (repeat for several)")
+    run.set_defaults(handler=_run)
+
+    serve = commands.add_parser(
+        "serve",
+        help="serve the flows as Prefect deployments: train-all on the cron schedule in params.yaml",
+        description="Register deployments with the Prefect server at PREFECT_API_URL and run them when scheduled "
+        "or triggered, until stopped: 'train-all/oesdn-scheduled' (cron from orchestration.schedule) and "
+        "'train-category/oesdn-on-demand'.",
+    )
+    serve.set_defaults(handler=_serve)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from pipelines.flows import train_all
+    from pipelines.layout import ProjectLayout
+
+    project = Path.cwd()
+    state = train_all(args.category, str(project), str(args.params), return_state=True)
+    results = state.result(raise_on_failure=False)
+    results = results if isinstance(results, dict) else {}
+    print()
+    summary = ProjectLayout(project).summary_md
+    if summary.is_file():
+        print(summary.read_text())
+    for category, result in results.items():
+        print(f"{category}: " + "; ".join(result["registration"]["decisions"] or [
+            f"{result['registration']['model_name']} v{result['registration']['version']} already registered, champion unchanged"
+        ]))
+    if not state.is_completed():
+        print(f"oesdn run: {state.message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from prefect import serve
+    from prefect.schedules import Cron
+    from prefect.settings import PREFECT_API_URL
+
+    from components.config import load_params
+    from pipelines.flows import train_all, train_category
+
+    if not PREFECT_API_URL.value():
+        print(
+            "oesdn serve: error: schedules need a Prefect server; start one with scripts/prefect-server.sh, then "
+            "export PREFECT_API_URL=http://127.0.0.1:4200/api",
+            file=sys.stderr,
+        )
+        return 2
+    schedule = load_params(args.params).orchestration.schedule
+    common = {"project_dir": str(Path.cwd()), "params_path": str(args.params)}
+    scheduled = train_all.to_deployment(
+        "oesdn-scheduled", schedules=[Cron(schedule.cron, timezone=schedule.timezone)], parameters=common, tags=["oesdn"]
+    )
+    on_demand = train_category.to_deployment("oesdn-on-demand", parameters=common, tags=["oesdn"])
+    serve(scheduled, on_demand)
+    return 0

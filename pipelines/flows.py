@@ -1,0 +1,182 @@
+"""Prefect flows: bring each category's DVC stages up to date, register the pair, decide promotion.
+
+`train_category` runs one category's stages as tasks, in order; `train_all` runs every category and
+survives one category's failure. Tasks pass only stage names, paths and small dicts. DVC decides
+what is stale (a cached stage is skipped in about a second); Prefect decides what to retry.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.context import get_run_context
+from prefect.states import Failed
+from prefect.tasks import exponential_backoff
+
+from components.config import Params, load_params
+from pipelines import dvc_runner
+from pipelines.dvc_runner import StageResult, TransientStageError
+
+CATEGORY_STAGES = ("prepare", "train_ae", "train_sdn", "evaluate")
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (TransientStageError, ConnectionError, TimeoutError)
+
+
+def is_transient(error: BaseException) -> bool:
+    """Network faults to MLflow or S3 are worth a retry; bad data and bugs are not."""
+    if isinstance(error, TRANSIENT_ERRORS):
+        return True
+    text = str(error)
+    return any(marker in text for marker in dvc_runner.TRANSIENT_MARKERS)
+
+
+def _retry_transient(task: Any, task_run: Any, state: Any) -> bool:
+    try:
+        state.result()
+    except Exception as error:  # noqa: BLE001 - the state's own exception, judged below
+        return is_transient(error)
+    return False
+
+
+@task(name="dvc-stage", cache_policy=NO_CACHE, retry_condition_fn=_retry_transient, task_run_name="{stage}")
+def run_stage(project_dir: str, stage: str, must_check: bool, timeout_s: float) -> dict[str, Any]:
+    """Run one DVC stage unless the flow's `dvc status` showed it, and everything upstream, unchanged."""
+    if not must_check:
+        return {"stage": stage, "ran": False, "seconds": 0.0}
+    result: StageResult = dvc_runner.repro_stage(Path(project_dir), stage, timeout_s)
+    get_run_logger().info("%s: %s in %.1f s", stage, "ran" if result.ran else "up to date", result.seconds)
+    return {"stage": result.stage, "ran": result.ran, "seconds": round(result.seconds, 2)}
+
+
+@task(name="dvc-status", cache_policy=NO_CACHE, retry_condition_fn=_retry_transient)
+def find_stale_stages(project_dir: str) -> list[str]:
+    return sorted(dvc_runner.stale_stages(Path(project_dir)))
+
+
+@task(name="register-and-promote", cache_policy=NO_CACHE, retry_condition_fn=_retry_transient, task_run_name="register-{category}")
+def register_and_promote(project_dir: str, params_path: str, category: str) -> dict[str, Any]:
+    """Register the category's bundle (a no-op for a known pair) and apply the promotion policy."""
+    from pipelines.context import make_context
+    from pipelines.registration import register_category
+
+    previous = Path.cwd()
+    os.chdir(project_dir)  # the registry and layout resolve paths from the project folder
+    try:
+        registration = register_category(make_context(Path(params_path), category, progress=False, device="cpu"))
+    finally:
+        os.chdir(previous)
+    for line in registration.lines():
+        get_run_logger().info(line)
+    return {
+        "model_name": registration.model_name,
+        "version": registration.version,
+        "created": registration.created,
+        "decisions": [decision.summary() for decision in registration.decisions],
+        "register_run_id": registration.register_run_id,
+    }
+
+
+def _params(project_dir: str, params_path: str) -> Params:
+    return load_params(Path(project_dir) / params_path)
+
+
+def _with_policy(task_fn: Any, params: Params) -> Any:
+    """Retries and backoff from params.yaml; the retry condition still excludes bad input."""
+    settings = params.orchestration
+    delays = exponential_backoff(backoff_factor=max(settings.retry_delay_seconds, 0.001))(settings.retries) if settings.retries else 0
+    return task_fn.with_options(retries=settings.retries, retry_delay_seconds=delays)
+
+
+def _pipeline_run_tag() -> None:
+    """Stage runs of one flow run share the MLflow tag `oesdn.pipeline_run` = the flow run id."""
+    context = get_run_context()
+    os.environ["OESDN_PIPELINE_RUN"] = f"prefect-{context.flow_run.id}"  # type: ignore[union-attr]
+
+
+def _bring_up_to_date(project_dir: str, params: Params, stages: list[str]) -> list[dict[str, Any]]:
+    """Run `stages` in order; once one has run, DVC re-judges everything downstream of it."""
+    stale = set(find_stale_stages.with_options(retries=params.orchestration.retries)(project_dir))
+    timeout_s = params.orchestration.stage_timeout_minutes * 60
+    stage_task = _with_policy(run_stage, params)
+    results, upstream_ran = [], False
+    for stage in stages:
+        result = stage_task(project_dir, stage, upstream_ran or stage in stale, timeout_s)
+        upstream_ran = upstream_ran or result["ran"]
+        results.append(result)
+    return results
+
+
+@flow(name="train-category", log_prints=True)
+def train_category(category: str, project_dir: str = ".", params_path: str = "params.yaml") -> dict[str, Any]:
+    """One category: DVC stages in order, then register and decide promotion."""
+    params = _params(project_dir, params_path)
+    if category not in params.categories:
+        raise ValueError(f"unknown category {category!r}; params.yaml `categories` has {sorted(params.categories)}")
+    _pipeline_run_tag()
+    global_stages = ["generate"] if _has_generate(project_dir) else []
+    stages = _bring_up_to_date(project_dir, params, global_stages + [f"{name}@{category}" for name in CATEGORY_STAGES])
+    registration = _with_policy(register_and_promote, params)(project_dir, params_path, category)
+    result = {"category": category, "stages": stages, "registration": registration}
+    _publish_category(project_dir, category, result)
+    return result
+
+
+@flow(name="train-all", log_prints=True)
+def train_all(categories: list[str] | None = None, project_dir: str = ".", params_path: str = "params.yaml") -> Any:
+    """Every category (or the given ones); one category's failure never stops the others."""
+    params = _params(project_dir, params_path)
+    chosen = list(categories or params.categories)
+    unknown = sorted(set(chosen) - set(params.categories))
+    if unknown:
+        raise ValueError(f"unknown categories {unknown}; params.yaml `categories` has {sorted(params.categories)}")
+    results: dict[str, dict[str, Any]] = {}
+    failures: dict[str, str] = {}
+    for category in chosen:
+        state = train_category(category, project_dir, params_path, return_state=True)
+        if state.is_completed():
+            results[category] = state.result()
+        else:
+            failures[category] = _failure_reason(state)
+    if results:
+        _bring_up_to_date(project_dir, params, ["summarize"])
+    _publish_overview(project_dir, results, failures)
+    if failures:
+        return Failed(message="failed categories: " + "; ".join(f"{c}: {why}" for c, why in failures.items()), data=results)
+    return results
+
+
+def _failure_reason(state: Any) -> str:
+    try:
+        state.result()
+    except Exception as error:  # noqa: BLE001 - reported, not handled
+        return f"{type(error).__name__}: {error}".splitlines()[0][:300]
+    return state.message or state.name
+
+
+def _has_generate(project_dir: str) -> bool:
+    import yaml
+
+    stages = yaml.safe_load((Path(project_dir) / "dvc.yaml").read_text()).get("stages", {})
+    return "generate" in stages
+
+
+def _publish_category(project_dir: str, category: str, result: dict[str, Any]) -> None:
+    from pipelines.run_report import category_markdown
+
+    create_markdown_artifact(
+        category_markdown(Path(project_dir), category, result),
+        key=f"oesdn-{category.lower().replace('_', '-')}",
+        description=f"OE-SDN {category}: metrics, baselines and the promotion decision",
+    )
+
+
+def _publish_overview(project_dir: str, results: dict[str, dict[str, Any]], failures: dict[str, str]) -> None:
+    from pipelines.run_report import overview_markdown
+
+    create_markdown_artifact(
+        overview_markdown(Path(project_dir), results, failures), key="oesdn-train-all", description="OE-SDN run: every category"
+    )

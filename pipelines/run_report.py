@@ -1,0 +1,72 @@
+"""Markdown that a flow run publishes and `oesdn run` prints: metrics, baselines, promotion, links."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pipelines.layout import ProjectLayout
+
+_METRICS = ("image_auroc", "pixel_auroc", "aupro", "f1")
+_METHOD_NAMES = {"oe_sdn": "OE-SDN", "ae_l2": "AE-L2", "ae_ssim": "AE-SSIM"}
+
+
+def _fmt(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3f}"
+
+
+def metrics_table(project: Path, category: str) -> str:
+    path = ProjectLayout(project).evaluation(category)
+    if not path.is_file():
+        return f"_no evaluation found at {path}_"
+    metrics = json.loads(path.read_text())["metrics"]
+    rows = ["| method | " + " | ".join(_METRICS) + " |", "|---|" + "---:|" * len(_METRICS)]
+    for method, name in _METHOD_NAMES.items():
+        rows.append(f"| {name} | " + " | ".join(_fmt(metrics[method].get(m)) for m in _METRICS) + " |")
+    return "\n".join(rows)
+
+
+def mlflow_links(project: Path, category: str, register_run_id: str | None) -> list[str]:
+    """Where to look in MLflow: a clickable run link against a server, a run id for a local store."""
+    from components.tracking.store import redact, tracking_uri
+
+    uri = tracking_uri(project)
+    model = f"models:/oesdn-{category}@champion"
+    if not register_run_id:
+        return [f"registry: `{model}` in {redact(uri)}"]
+    if uri.startswith("http"):
+        return [f"[register run]({redact(uri).rstrip('/')}/#/runs/{register_run_id})", f"registry: `{model}`"]
+    return [f"register run `{register_run_id}` in {redact(uri)}", f"registry: `{model}`"]
+
+
+def category_markdown(project: Path, category: str, result: dict[str, Any]) -> str:
+    stages = result["stages"]
+    ran = [s["stage"] for s in stages if s["ran"]]
+    registration = result["registration"]
+    decisions = registration["decisions"] or [
+        f"{registration['model_name']} v{registration['version']} already registered; no decision needed"
+    ]
+    lines = [
+        f"# {category}",
+        "",
+        f"Stages run: {', '.join(ran) if ran else 'none (all up to date in DVC)'}",
+        "",
+        metrics_table(project, category),
+        "",
+        "## Promotion",
+        *(f"- {d}" for d in decisions),
+        "",
+        "## MLflow",
+        *(f"- {link}" for link in mlflow_links(project, category, registration.get("register_run_id"))),
+    ]
+    return "\n".join(lines)
+
+
+def overview_markdown(project: Path, results: dict[str, dict[str, Any]], failures: dict[str, str]) -> str:
+    lines = ["# OE-SDN training run", ""]
+    for category, result in results.items():
+        lines += [category_markdown(project, category, result).replace("# ", "## ", 1), ""]
+    if failures:
+        lines += ["## Failed categories", *(f"- **{c}**: {why}" for c, why in failures.items())]
+    return "\n".join(lines)
