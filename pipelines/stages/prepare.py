@@ -11,6 +11,7 @@ import numpy as np
 from components.data.layout import build_manifest, manifest_hash, write_manifest
 from components.data.prepared import prepare_arrays, save_prepared
 from components.io import write_json_atomic
+from components.storage import resolve_data_root
 from pipelines.context import StageContext
 
 DATASET_RECORD = "dataset.json"
@@ -28,7 +29,7 @@ def run(ctx: StageContext) -> None:
     assert ctx.category is not None
     data = ctx.params.data
     out_dir = ctx.layout.prepared(ctx.category)
-    root = Path(data.root)
+    root = resolve_data_root(data.root, ctx.category, progress=ctx.progress)  # s3://... -> a verified local copy
     if not root.exists() and root.resolve() == ctx.layout.bundled_data.resolve():
         raise FileNotFoundError(f"the bundled dataset {root} is not built yet; run `oesdn generate` (or `dvc repro`)")
     manifest = build_manifest(root, ctx.category, val_fraction=data.val_fraction, seed=ctx.params.seed)
