@@ -40,6 +40,8 @@ COPY --from=build /opt/venv /opt/venv
 COPY --from=build --chown=oesdn:oesdn /app /app
 USER 10001:10001
 WORKDIR /app
-RUN git init -q && git config user.email oesdn@localhost && git config user.name oesdn \
+# Volume mount points exist and belong to the user, so named volumes are writable (compose).
+RUN mkdir -p /home/oesdn/mlflow /home/oesdn/.prefect /home/oesdn/.cache/oesdn \
+ && git init -q && git config user.email oesdn@localhost && git config user.name oesdn \
  && git add -A && git commit -qm "image build"
 CMD ["oesdn", "run"]
