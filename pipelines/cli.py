@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,7 +31,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="OE-SDN anomaly detection: data prep, training, evaluation (the DVC stages).",
     )
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="settings file (default: params.yaml)")
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.add_argument(
+        "--no-progress",
+        action="store_true",
+        default=bool(os.environ.get("OESDN_NO_PROGRESS")),
+        help="hide progress bars, print a line per epoch instead (also: OESDN_NO_PROGRESS=1)",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (_, _, per_category, help_text) in _STAGES.items():
         sub = commands.add_parser(name, help=help_text, description=help_text)

@@ -14,7 +14,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,7 +67,9 @@ class StageResult:
 def _env() -> dict[str, str]:
     """This interpreter's bin folder first, so `dvc` finds the same `oesdn` the caller imports."""
     bin_dir = str(Path(sys.executable).parent)
-    return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", "DVC_NO_ANALYTICS": "1"}
+    path = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
+    # Stage commands print a line per epoch instead of redrawing progress bars into a pipe.
+    return {**os.environ, "PATH": path, "DVC_NO_ANALYTICS": "1", "OESDN_NO_PROGRESS": "1"}
 
 
 def _dvc() -> str:
@@ -84,14 +88,16 @@ def stale_stages(root: Path, timeout_s: float = 600) -> set[str]:
     return set(json.loads(output or "{}"))
 
 
-def repro_stage(root: Path, stage: str, timeout_s: float) -> StageResult:
+def repro_stage(root: Path, stage: str, timeout_s: float, echo: Callable[[str], None] | None = None) -> StageResult:
     """`dvc repro --single-item <stage>`: runs it if DVC finds it stale, else returns quickly."""
     started = time.monotonic()
-    output = _run_dvc(root, ["repro", "--single-item", stage], stage, timeout_s)
+    output = _run_dvc(root, ["repro", "--single-item", stage], stage, timeout_s, echo)
     return StageResult(stage, ran=f"Running stage '{stage}'" in output, seconds=time.monotonic() - started)
 
 
-def _run_dvc(root: Path, args: list[str], stage: str, timeout_s: float) -> str:
+def _run_dvc(root: Path, args: list[str], stage: str, timeout_s: float, echo: Callable[[str], None] | None = None) -> str:
+    """Run dvc under the workspace lock, streaming its lines to `echo`; returns the whole output."""
+    lines: list[str] = []
     with workspace_lock(root):
         process = subprocess.Popen(
             [_dvc(), *args],
@@ -102,15 +108,28 @@ def _run_dvc(root: Path, args: list[str], stage: str, timeout_s: float) -> str:
             text=True,
             start_new_session=True,  # so a timeout stops dvc and the stage command it started
         )
+        reader = threading.Thread(target=_collect, args=(process, lines, echo), daemon=True)
+        reader.start()
         try:
-            output, _ = process.communicate(timeout=timeout_s)
+            process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
-            process.communicate()
+            process.wait()
             raise StageTimeout(stage, f"stopped after {timeout_s:.0f} s (orchestration.stage_timeout_minutes)") from None
+        finally:
+            reader.join(timeout=10)
+    output = "".join(lines)
     if process.returncode != 0:
         raise classify_failure(stage, output)
     return output
+
+
+def _collect(process: subprocess.Popen[str], lines: list[str], echo: Callable[[str], None] | None) -> None:
+    assert process.stdout is not None
+    for line in process.stdout:
+        lines.append(line)
+        if echo is not None and line.strip():
+            echo(line.rstrip())
 
 
 def classify_failure(stage: str, output: str) -> StageFailed:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -28,11 +29,18 @@ def add_parser(commands: Any) -> None:
     serve.set_defaults(handler=_serve)
 
 
+def _local_prefect_state(project: Path) -> None:
+    """Prefect's temporary server keeps its database in the project, never phoning home."""
+    os.environ.setdefault("PREFECT_HOME", str(project / ".prefect"))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
 def _run(args: argparse.Namespace) -> int:
+    project = Path.cwd()
+    _local_prefect_state(project)
     from pipelines.flows import train_all
     from pipelines.layout import ProjectLayout
 
-    project = Path.cwd()
     state = train_all(args.category, str(project), str(args.params), return_state=True)
     results = state.result(raise_on_failure=False)
     results = results if isinstance(results, dict) else {}
@@ -51,6 +59,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    _local_prefect_state(Path.cwd())
     from prefect import serve
     from prefect.schedules import Cron
     from prefect.settings import PREFECT_API_URL

@@ -1,0 +1,150 @@
+"""The Prefect flows over real DVC projects, with Prefect's test harness as the server."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from PIL import Image
+
+from tests.conftest import PROJECT_ROOT, tiny_params, write_params
+from tests.test_cli import oesdn
+from tests.test_pipeline import run
+
+pytestmark = pytest.mark.integration
+STAGES = ["generate", "prepare@brick", "train_ae@brick", "train_sdn@brick", "evaluate@brick"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def prefect_server() -> Any:
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=90):
+        yield
+
+
+def git_dvc_project(root: Path) -> Path:
+    run("git", "init", "-q", cwd=root)
+    run("dvc", "init", "-q", cwd=root)
+    run("dvc", "config", "core.analytics", "false", cwd=root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """This checkout's pipeline on a user's own folder holding a good `brick` and a broken `grass`."""
+    root = tmp_path_factory.mktemp("flows")
+    for name in ("components", "pipelines"):
+        shutil.copytree(PROJECT_ROOT / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("dvc.yaml", ".gitignore"):
+        shutil.copy(PROJECT_ROOT / name, root / name)
+    params = tiny_params(yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text()), ("brick", "grass"))
+    params["tracking"]["enabled"] = True
+    params["orchestration"].update(retries=2, retry_delay_seconds=0.1)
+    write_params(root / "params.yaml", params)
+    oesdn("--no-progress", "generate", cwd=root)
+    shutil.copytree(root / "data" / "bundled", root / "factory")
+    shutil.rmtree(root / "data")
+    Image.new("RGB", (8, 8)).save(root / "factory" / "grass" / "train" / "good" / "000.png")
+    (root / "factory" / "grass" / "train" / "good" / "001.png").write_bytes(b"\x89PNG truncated")
+    params["data"]["root"] = "factory"
+    write_params(root / "params.yaml", params)
+    return git_dvc_project(root)
+
+
+def task_names(flow_run_id: Any) -> list[str]:
+    """Task runs of a flow run (its subflows included), in the order they started."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterParentFlowRunId
+
+    with get_client(sync_client=True) as client:
+        children = client.read_flow_runs(flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run_id])))
+        ids = [flow_run_id, *(child.id for child in children)]
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)))
+    return [r.name for r in sorted(runs, key=lambda r: r.start_time or r.expected_start_time)]
+
+
+def test_train_category_runs_stages_in_order_then_registers(project: Path) -> None:
+    from pipelines.flows import train_category
+
+    state = train_category("brick", str(project), return_state=True)
+    result = state.result()
+    assert [s["stage"] for s in result["stages"]] == STAGES
+    assert all(s["ran"] for s in result["stages"][1:])
+    assert result["registration"]["created"] and result["registration"]["version"] == "1"
+    assert "first_champion" in result["registration"]["decisions"][0]
+    names = task_names(state.state_details.flow_run_id)
+    assert names[0].startswith("dvc-status")
+    assert names[1:] == STAGES + ["register-brick"]
+
+
+def test_a_second_run_skips_every_cached_stage_and_registers_nothing(project: Path) -> None:
+    from pipelines.flows import train_category
+
+    result = train_category("brick", str(project))
+    assert not any(s["ran"] for s in result["stages"])
+    assert not result["registration"]["created"] and result["registration"]["version"] == "1"
+
+
+def test_one_broken_category_fails_alone_and_bad_data_is_not_retried(project: Path) -> None:
+    from prefect.client.orchestration import get_client
+
+    from pipelines.flows import train_all
+
+    state = train_all(["grass", "brick"], str(project), return_state=True)
+    assert state.is_failed()
+    assert "grass" in state.message and "BadInputError" in state.message and "brick" not in state.message.split(":")[0]
+    assert (project / "evaluations" / "brick.json").is_file()  # brick still finished
+    with get_client(sync_client=True) as client:
+        from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName
+
+        (prepare,) = client.read_task_runs(task_run_filter=TaskRunFilter(name=TaskRunFilterName(any_=["prepare@grass"])))
+    assert prepare.state.is_failed() and prepare.run_count == 1  # retries are set to 2, yet none was made
+
+
+FLAKY = textwrap.dedent(
+    """
+    import pathlib, sys
+    marker = pathlib.Path("attempts.txt")
+    attempts = int(marker.read_text()) + 1 if marker.exists() else 1
+    marker.write_text(str(attempts))
+    if attempts == 1:
+        sys.exit("requests.exceptions.ConnectionError: Connection refused (tracking server at 127.0.0.1:9)")
+    pathlib.Path("out.txt").write_text("done")
+    """
+)
+
+
+def test_a_transient_fault_is_retried(tmp_path: Path) -> None:
+    from prefect import flow
+
+    from pipelines.flows import run_stage
+
+    (tmp_path / "flaky.py").write_text(FLAKY)
+    stage = {"cmd": f"{sys.executable} flaky.py", "deps": ["flaky.py"], "outs": ["out.txt"]}
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"flaky": stage}}))
+    git_dvc_project(tmp_path)
+
+    @flow
+    def one_stage() -> dict[str, Any]:
+        return run_stage.with_options(retries=2, retry_delay_seconds=0)(str(tmp_path), "flaky", True, 120.0)
+
+    assert one_stage()["ran"]
+    assert (tmp_path / "attempts.txt").read_text() == "2"
+    assert (tmp_path / "out.txt").read_text() == "done"
+
+
+def test_oesdn_serve_without_a_server_says_how_to_start_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    shutil.copy(PROJECT_ROOT / "params.yaml", tmp_path / "params.yaml")
+    env = {k: v for k, v in __import__("os").environ.items() if k != "PREFECT_API_URL"}
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "oesdn"), "serve"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 2 and "PREFECT_API_URL" in result.stderr and "prefect-server.sh" in result.stderr
