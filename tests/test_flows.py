@@ -61,7 +61,11 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def task_names(flow_run_id: Any) -> list[str]:
     """Task runs of a flow run (its subflows included), in the order they started."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterParentFlowRunId
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterId,
+        FlowRunFilterParentFlowRunId,
+    )
 
     with get_client(sync_client=True) as client:
         children = client.read_flow_runs(flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run_id])))
@@ -144,7 +148,7 @@ def test_oesdn_serve_without_a_server_says_how_to_start_one(tmp_path: Path, monk
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
     shutil.copy(PROJECT_ROOT / "params.yaml", tmp_path / "params.yaml")
     env = {k: v for k, v in __import__("os").environ.items() if k != "PREFECT_API_URL"}
-    result = subprocess.run(
+    result = subprocess.run(  # noqa: PLW1510 - the exit status is the assertion
         [str(Path(sys.executable).parent / "oesdn"), "serve"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 2 and "PREFECT_API_URL" in result.stderr and "prefect-server.sh" in result.stderr

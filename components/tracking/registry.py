@@ -71,7 +71,7 @@ class CategoryRegistry:
         if experiment is None:
             return []
         runs = self.client.search_runs(
-            [experiment.experiment_id], f"tags.`oesdn.stage` = 'promotion'", order_by=["attributes.start_time ASC"]
+            [experiment.experiment_id], "tags.`oesdn.stage` = 'promotion'", order_by=["attributes.start_time ASC"]
         )
         return [Decision.from_json(run.data.tags[DECISION_TAG]) for run in runs if DECISION_TAG in run.data.tags]
 
