@@ -5,5 +5,5 @@ function `(args) -> int` (the exit status). Modules import heavy libraries insid
 so `oesdn --help` stays instant.
 """
 
-COMMAND_MODULES: tuple[str, ...] = ("orchestration", "registry", "inference", "bench")
+COMMAND_MODULES: tuple[str, ...] = ("orchestration", "registry", "inference", "bench", "scaleout")
 """Modules under `pipelines.commands` whose subcommands `oesdn` offers, in help order."""
