@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -147,7 +148,7 @@ def test_a_transient_fault_is_retried(tmp_path: Path) -> None:
 def test_oesdn_serve_without_a_server_says_how_to_start_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
     shutil.copy(PROJECT_ROOT / "params.yaml", tmp_path / "params.yaml")
-    env = {k: v for k, v in __import__("os").environ.items() if k != "PREFECT_API_URL"}
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     result = subprocess.run(  # noqa: PLW1510 - the exit status is the assertion
         [str(Path(sys.executable).parent / "oesdn"), "serve"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
     )
