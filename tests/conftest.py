@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,15 +31,26 @@ def tiny_params(base: dict[str, Any], categories: tuple[str, ...] = ("brick",)) 
     return params
 
 
+MLFLOW_LOCATION_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+"""`mlflow.set_tracking_uri`/`set_registry_uri` also export these, so subprocesses started later in
+the same pytest process would inherit a previous test's store unless they are cleared."""
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _isolated_mlflow_per_module() -> Iterator[None]:
+    """Module-scoped project fixtures start from no MLflow location (set up before function fixtures)."""
+    for name in MLFLOW_LOCATION_VARIABLES:
+        os.environ.pop(name, None)
+    yield
+    for name in MLFLOW_LOCATION_VARIABLES:
+        os.environ.pop(name, None)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_mlflow(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tests never write to a tracking server a developer's shell points at."""
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-
-
-@pytest.fixture
-def tiny(project_params: dict[str, Any]) -> dict[str, Any]:
-    return tiny_params(project_params)
+    """Tests never write to a tracking server a developer's shell points at, nor to a previous test's."""
+    for name in MLFLOW_LOCATION_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
 
 
 def write_params(path: Path, params: dict[str, Any]) -> Path:

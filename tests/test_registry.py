@@ -38,7 +38,6 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     params["tracking"]["enabled"] = True
     params["registry"]["promotion_margin"] = 0.01
     write_params(root / "params.yaml", params)
-    os.environ.pop("MLFLOW_TRACKING_URI", None)  # the project's own SQLite store, whatever the shell says
     oesdn("--no-progress", "generate", cwd=root)
     for stage in ("prepare", "train-ae", "train-sdn", "evaluate"):
         oesdn("--no-progress", stage, "--category", "brick", cwd=root)
