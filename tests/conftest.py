@@ -53,6 +53,11 @@ def _isolated_mlflow(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
+@pytest.fixture
+def tiny(project_params: dict[str, Any]) -> dict[str, Any]:
+    return tiny_params(project_params)
+
+
 def write_params(path: Path, params: dict[str, Any]) -> Path:
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     return path
