@@ -53,6 +53,16 @@ def _isolated_mlflow(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
+def needs(missing: str | None) -> pytest.MarkDecorator:
+    """Skip a test whose service or dataset is absent (`missing` says which and how to get it),
+    except under CI, where the test runs and fails on the absence instead of hiding it."""
+    return pytest.mark.skipif(bool(missing) and not os.environ.get("CI"), reason=missing or "")
+
+
+def missing_env(variable: str, how: str) -> str | None:
+    return None if os.environ.get(variable) else f"{variable} is not set: {how}"
+
+
 @pytest.fixture
 def tiny(project_params: dict[str, Any]) -> dict[str, Any]:
     return tiny_params(project_params)

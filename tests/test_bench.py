@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +28,7 @@ from components.benchmarks.speed import fold_batchnorm, forward_flops, speed_ver
 from components.config import ConfigError
 from components.models.oesdn.networks import ConvAutoencoder, StyleDistillationNet
 from pipelines.cli import main
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT, needs
 
 SETTINGS = PROJECT_ROOT / "benchmarks" / "bench.yaml"
 
@@ -43,14 +42,18 @@ def one_thread() -> object:
     torch.set_num_threads(previous)
 
 
-def require_fashion_mnist() -> None:
-    """Skip without the Debian dataset package, except under CI, where its absence is a failure."""
+def fashion_mnist_missing() -> str | None:
     missing = [name for name in FASHION_MNIST_FILES.values() if not (FASHION_MNIST_ROOT / name).is_file()]
-    if missing:
-        message = f"Fashion-MNIST not installed ({FASHION_MNIST_ROOT} lacks {missing}); run `apt-get install -y dataset-fashion-mnist`"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+    if not missing:
+        return None
+    return f"Fashion-MNIST not installed ({FASHION_MNIST_ROOT} lacks {missing}); run `apt-get install -y dataset-fashion-mnist`"
+
+
+def require_fashion_mnist() -> None:
+    """Reached without the dataset only under CI (see `needs`), where its absence is a failure."""
+    message = fashion_mnist_missing()
+    if message:
+        pytest.fail(message)
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:
@@ -194,6 +197,7 @@ def test_speed_verdicts_explain_a_missed_target() -> None:
     assert "NOT met" in text and "4.0x the AE's FLOPs" in text and "aten::native_batch_norm 20%" in text
 
 
+@needs(fashion_mnist_missing())
 def test_smoke_oneclass_fashion_mnist_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     require_fashion_mnist()
     assert main(["--no-progress", "bench", "oneclass", "--dataset", "fashion_mnist", "--smoke", "--out", str(tmp_path)]) == 0
