@@ -35,10 +35,16 @@ class StyleDistillationObjective:
 
     def __call__(self, model: nn.Module, batch: Batch, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         images, ae_outputs = batch
-        kd = self.distance(model(images), ae_outputs)
         if self.lambda_oer == 0:
+            kd = self.distance(model(images), ae_outputs)
             return kd, {"kd": kd.detach()}
         aux_inputs, aux_targets = oer_pair(images, generator, self.aux)
-        oer = self.distance(model(aux_inputs), aux_targets)
+        # One forward pass over normal and auxiliary images together. Two separate passes would
+        # normalise each with its own batch statistics in training while the running statistics
+        # used at test time mix both: on Fashion-MNIST that mismatch cost OE-SDN 0.1 AUROC
+        # (Sandal 0.80 -> 0.90) and left it below the plain SDN.
+        outputs = model(torch.cat([images, aux_inputs]))
+        kd = self.distance(outputs[: len(images)], ae_outputs)
+        oer = self.distance(outputs[len(images) :], aux_targets)
         total = (1.0 - self.lambda_oer) * kd + self.lambda_oer * oer
         return total, {"kd": kd.detach(), "oer": oer.detach()}
