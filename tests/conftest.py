@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import os
+import signal
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -71,3 +73,16 @@ def tiny(project_params: dict[str, Any]) -> dict[str, Any]:
 def write_params(path: Path, params: dict[str, Any]) -> Path:
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     return path
+
+
+def stop_process_group(process: subprocess.Popen[Any], timeout: float = 30) -> None:
+    """Stop a server or worker started with `start_new_session=True`, children included:
+    SIGTERM to its process group, SIGKILL if it has not exited after `timeout` seconds."""
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()

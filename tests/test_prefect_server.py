@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -14,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import PROJECT_ROOT, tiny_params, write_params
+from tests.conftest import PROJECT_ROOT, stop_process_group, tiny_params, write_params
 from tests.test_flows import git_dvc_project
 
 SERVER = os.environ.get("OESDN_TEST_PREFECT_API_URL")
@@ -69,11 +68,6 @@ def test_served_cron_deployment_runs_to_completion(tmp_path: Path) -> None:
             flow_run = run_deployment("train-all/oesdn-scheduled", timeout=900, poll_interval=2)
         assert flow_run.state is not None and flow_run.state.is_completed(), flow_run.state
     finally:
-        os.killpg(serve.pid, signal.SIGTERM)
-        try:
-            serve.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(serve.pid, signal.SIGKILL)
-            serve.wait()
+        stop_process_group(serve)
     assert (tmp_path / "evaluations" / "brick.json").is_file()
     assert (tmp_path / "reports" / "summary.md").is_file()

@@ -10,7 +10,6 @@ import base64
 import dataclasses
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -25,7 +24,7 @@ import yaml
 from mlflow import MlflowClient
 
 from components.models.oesdn.bundle import BUNDLE_FILE, read_bundle_info
-from tests.conftest import PROJECT_ROOT, tiny_params, write_params
+from tests.conftest import PROJECT_ROOT, stop_process_group, tiny_params, write_params
 from tests.test_cli import oesdn
 
 MODEL = "oesdn-brick"
@@ -220,8 +219,7 @@ def test_served_model_answers_http(project: Path) -> None:
         request = urllib.request.Request(f"{url}/invocations", json.dumps(payload).encode(), {"Content-Type": "application/json"})
         answer = json.loads(urllib.request.urlopen(request, timeout=60).read())
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+        stop_process_group(server)
     scores = pd.read_csv(project / "reports" / "brick" / "scores.csv").set_index("image")
     prediction = answer["predictions"][0]
     assert abs(prediction["pred_score"] - scores.loc["good/000.png", "oe_sdn"]) < 1e-5

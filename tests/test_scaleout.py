@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import time
 import uuid
@@ -19,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import missing_env, needs, tiny_params
+from tests.conftest import missing_env, needs, stop_process_group, tiny_params
 from tests.test_storage import BIN, STACK_MISSING, new_project, sh, stack_env
 
 pytestmark = pytest.mark.integration
@@ -49,18 +48,7 @@ def worker(name: str, pool: str, env: dict[str, str], log: Path) -> Iterator[sub
         try:
             yield process
         finally:
-            stop(process)
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+            stop_process_group(process, timeout=20)
 
 
 def wait_for_workers(client: Any, pool: str, names: set[str], processes: list[subprocess.Popen[bytes]], logs: list[Path]) -> None:
@@ -124,7 +112,7 @@ def test_two_workers_train_two_categories_concurrently_in_separate_workspaces(tm
 
             worker_logs = [log.read_text() for log in logs]
             if os.environ.get("OESDN_SCALEOUT_COMPARE"):  # the timing comparison doubles the test's time: opt-in
-                stop(second)  # the same two runs, one after the other: one worker with one slot
+                stop_process_group(second, timeout=20)  # the same two runs, one after the other: one worker with one slot
                 sequential_s, _ = run_on_workers(deployment, source)
                 print(f"\nscale-out wall time: 2 workers concurrently {concurrent_s:.1f} s; one after the other {sequential_s:.1f} s")
 
