@@ -16,7 +16,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 AUX_TRANSFORMS = (
-    "rot90", "rot180", "rot270", "hflip", "vflip", "gaussian_noise", "gaussian_blur", "invert", "channel_shuffle"
+    "rot90", "rot180", "rot270", "hflip", "vflip", "gaussian_noise", "gaussian_blur", "invert", "channel_shuffle",
+    "foreign_patch", "noise_patch",
 )
 CATEGORY_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -72,6 +73,9 @@ class OptimConfig(_Section):
     learning_rate: float = Field(gt=0.0, lt=1.0)
     weight_decay: float = Field(ge=0.0, lt=1.0)
     patience: int = Field(ge=0, description="early-stopping patience in epochs; 0 disables it")
+    min_steps: int = Field(
+        default=0, ge=0, le=1_000_000, description="train at least this many optimiser steps, adding epochs on small data"
+    )
 
 
 class AEConfig(OptimConfig):
@@ -88,6 +92,9 @@ class SDNConfig(OptimConfig):
     aux_transforms: tuple[str, ...]
     aux_noise_std: float = Field(gt=0.0, le=1.0)
     aux_blur_sigma: float = Field(gt=0.0, le=10.0)
+    aux_local_max_area: float = Field(
+        default=0.08, gt=0.004, le=0.5, description="largest image share a foreign_patch / noise_patch corruption covers"
+    )
 
     @field_validator("aux_transforms")
     @classmethod
@@ -110,6 +117,9 @@ class ScoreConfig(_Section):
     reduction: Literal["mean", "max", "topk_mean"]
     topk_fraction: float = Field(gt=0.0, le=1.0)
     image_threshold_quantile: float = Field(gt=0.0, le=1.0)
+    threshold_rule: Literal["empirical", "lognormal"] = Field(
+        default="lognormal", description="image threshold: empirical quantile, or log-normal tail fit (never below the max)"
+    )
     pixel_threshold_quantile: float = Field(gt=0.0, le=1.0)
 
 

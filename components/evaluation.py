@@ -7,20 +7,51 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from components.data.images import load_mask
-
+from components.data.images import load_mask, probe_image
+from components.metrics import (
+    aupro,
+    f1_at_threshold,
+    image_auroc,
+    lognormal_tail_threshold,
+    operating_point,
+    pixel_auroc,
+    roc_curve_points,
+    threshold_from_normal_scores,
+)
 from components.models.oesdn.bundle import BundleModel
-from components.metrics import aupro, f1_at_threshold, image_auroc, pixel_auroc, roc_curve_points, threshold_from_normal_scores
+
+THRESHOLD_RULES = ("empirical", "lognormal")
 
 
 @dataclass(frozen=True)
 class MethodEvaluation:
     metrics: dict[str, float | None]
-    """image_auroc, pixel_auroc, aupro, f1; pixel metrics are None when there are no masks."""
+    """image_auroc, pixel_auroc, aupro, f1, false_alarm_rate, recall, recall.<defect type>; a figure
+    the test set cannot give (no masks, no defective images) is None."""
     image_threshold: float
     pixel_threshold: float
     roc: tuple[np.ndarray, np.ndarray]
-    """Image-level (fpr, tpr)."""
+    """Image-level (fpr, tpr); empty when the test set lacks a class."""
+
+
+def upsample_maps(maps: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """float32 (N, h, w) maps bilinearly resized to (N, *shape), as MVTec AD's protocol compares them."""
+    import torch
+    from torch.nn import functional as F
+
+    if maps.shape[1:] == tuple(shape):
+        return maps
+    resized = F.interpolate(torch.from_numpy(np.ascontiguousarray(maps))[:, None].float(), size=shape, mode="bilinear", align_corners=False)
+    return resized[:, 0].numpy()
+
+
+def image_threshold(val_scores: np.ndarray, quantile: float, rule: str) -> float:
+    """The image threshold from held-out normal scores: `empirical` quantile or `lognormal` tail fit."""
+    if rule == "empirical" or quantile >= 1.0:
+        return threshold_from_normal_scores(val_scores, quantile)
+    if rule == "lognormal":
+        return lognormal_tail_threshold(val_scores, quantile)
+    raise ValueError(f"unknown threshold rule {rule!r}; choose from {list(THRESHOLD_RULES)}")
 
 
 def evaluate_method(
@@ -33,28 +64,53 @@ def evaluate_method(
     image_quantile: float,
     pixel_quantile: float,
     aupro_fpr_limit: float,
+    threshold_rule: str = "empirical",
+    defect_types: np.ndarray | None = None,
 ) -> MethodEvaluation:
-    """Thresholds come from held-out normal images, so no anomaly is needed before deployment."""
-    image_threshold = threshold_from_normal_scores(val_scores, image_quantile)
+    """Thresholds come from held-out normal images, so no anomaly is needed before deployment.
+
+    `test_masks` may be larger than the maps (native resolution): the maps are upsampled to them.
+    """
+    threshold = image_threshold(val_scores, image_quantile, threshold_rule)
     pixel_threshold = threshold_from_normal_scores(val_maps.ravel(), pixel_quantile)
+    both_classes = len(np.unique(test_labels)) == 2
     metrics: dict[str, float | None] = {
-        "image_auroc": image_auroc(test_labels, test_scores),
+        "image_auroc": image_auroc(test_labels, test_scores) if both_classes else None,
         "pixel_auroc": None,
         "aupro": None,
-        "f1": f1_at_threshold(test_labels, test_scores, image_threshold),
+        "f1": f1_at_threshold(test_labels, test_scores, threshold) if both_classes else None,
     }
-    if test_masks is not None:
-        metrics["pixel_auroc"] = pixel_auroc(test_masks, test_maps)
-        metrics["aupro"] = aupro(test_masks, test_maps, fpr_limit=aupro_fpr_limit)
-    fpr, tpr, _ = roc_curve_points(test_labels, test_scores)
-    return MethodEvaluation(metrics, image_threshold, pixel_threshold, (fpr, tpr))
+    metrics |= operating_point(test_labels, test_scores, threshold, defect_types)
+    if test_masks is not None and test_masks.any():
+        maps = upsample_maps(test_maps, test_masks.shape[1:])
+        metrics["pixel_auroc"] = pixel_auroc(test_masks, maps)
+        metrics["aupro"] = aupro(test_masks, maps, fpr_limit=aupro_fpr_limit)
+    roc = roc_curve_points(test_labels, test_scores)[:2] if both_classes else (np.zeros(0), np.zeros(0))
+    return MethodEvaluation(metrics, threshold, pixel_threshold, roc)
+
+
+def synthetic_check(
+    val_scores: np.ndarray, val_maps: np.ndarray, defect_scores: np.ndarray, defect_maps: np.ndarray, defect_masks: np.ndarray
+) -> dict[str, float]:
+    """Label-free figures: validation normals against defective copies of themselves.
+
+    `synthetic_image_auroc` ranks the copies above the normals; `synthetic_pixel_auroc` finds the
+    pasted pixels in the copies and the normals together.
+    """
+    labels = np.concatenate([np.zeros(len(val_scores)), np.ones(len(defect_scores))]).astype(np.int64)
+    masks = np.concatenate([np.zeros((len(val_maps), *defect_masks.shape[1:]), dtype=bool), defect_masks])
+    return {
+        "synthetic_image_auroc": image_auroc(labels, np.concatenate([val_scores, defect_scores])),
+        "synthetic_pixel_auroc": pixel_auroc(masks, np.concatenate([val_maps, defect_maps])),
+    }
 
 
 def primary_metric_on_manifest(model: BundleModel, manifest: pd.DataFrame, metric: str, batch_size: int = 32) -> float:
     """Score a bundle on a manifest's test images, decoded with the bundle's own preprocessing.
 
     Lets the registry compare a champion and a challenger on the same test set even when the
-    champion was evaluated on an older one or at another image size.
+    champion was evaluated on an older one or at another image size. Pixel AUROC is taken at the
+    images' own resolution, as the evaluate stage takes it.
     """
     test = manifest[manifest["split"] == "test"]
     if test.empty:
@@ -64,9 +120,8 @@ def primary_metric_on_manifest(model: BundleModel, manifest: pd.DataFrame, metri
     if metric == "image_auroc":
         return image_auroc(test["label"].to_numpy(), scores)
     if metric != "pixel_auroc":
-        raise ValueError(f"unknown primary metric {metric!r}")
-    size = model.info.preprocessing.image_size
-    masks = np.stack(
-        [load_mask(path, size) if path else np.zeros((size, size), dtype=bool) for path in test["mask_path"]]
-    )
-    return pixel_auroc(masks, maps)
+        raise ValueError(f"{metric!r} cannot be re-measured on a test manifest")
+    first = probe_image(test["path"].iloc[0])
+    shape = (first.height, first.width)
+    masks = np.stack([load_mask(path, shape) if path else np.zeros(shape, dtype=bool) for path in test["mask_path"]])
+    return pixel_auroc(masks, upsample_maps(maps, shape))

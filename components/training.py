@@ -43,6 +43,13 @@ class FitSettings:
     param_prefix: str
     """The params.yaml section these settings came from, named in error messages."""
     progress: bool = True
+    min_steps: int = 0
+    """Train at least this many optimiser steps: on a small category, epochs alone give too few."""
+
+    def epochs_for(self, train_count: int) -> int:
+        """`epochs`, raised so that the run takes at least `min_steps` steps of full batches."""
+        steps_per_epoch = max(1, train_count // self.batch_size)
+        return max(self.epochs, math.ceil(self.min_steps / steps_per_epoch))
 
 
 @dataclass
@@ -122,11 +129,12 @@ def fit(
         result.resumed_from_epoch = start_epoch
         tqdm.write(f"resuming {settings.param_prefix} training from epoch {start_epoch + 1} ({settings.checkpoint_path})")
 
+    epochs = settings.epochs_for(len(train_data[0]))
     bar = tqdm(
-        range(start_epoch, settings.epochs),
+        range(start_epoch, epochs),
         desc=f"train {settings.param_prefix}",
         initial=start_epoch,
-        total=settings.epochs,
+        total=epochs,
         unit="epoch",
         disable=not settings.progress,
     )
@@ -158,7 +166,7 @@ def fit(
             bad_epochs += 1
         bar.set_postfix(loss=f"{record['train_loss']:.4f}", val=f"{val_loss:.4f}")
         if not settings.progress:  # without a bar, one line per epoch still shows the run is alive
-            print(f"{settings.param_prefix} epoch {epoch + 1}/{settings.epochs}: loss {record['train_loss']:.4f}, val {val_loss:.4f}")
+            print(f"{settings.param_prefix} epoch {epoch + 1}/{epochs}: loss {record['train_loss']:.4f}, val {val_loss:.4f}")
         _save_checkpoint(settings, model, optimizer, best_state, epoch, bad_epochs, result)
 
     model.load_state_dict(best_state)

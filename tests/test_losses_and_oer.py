@@ -52,26 +52,27 @@ def test_rotation_transforms_are_exact_rotations() -> None:
 
 def test_aux_batch_gives_each_image_one_allowed_transform() -> None:
     x = _images(n=32)
-    aux = make_aux_batch(x, torch.Generator().manual_seed(1), ROTATIONS)
+    aux, masks = make_aux_batch(x, torch.Generator().manual_seed(1), ROTATIONS)
+    assert masks.all(), "a rotated image is an outlier everywhere"
     candidates = torch.stack([torch.rot90(x, k, dims=(-2, -1)) for k in (1, 2, 3)])  # (3, N, C, H, W)
     matches = (candidates == aux[None]).flatten(2).all(dim=2)  # (3, N)
     assert matches.any(dim=0).all()
     assert matches.any(dim=1).all(), "32 draws should use every rotation"
-    again = make_aux_batch(x, torch.Generator().manual_seed(1), ROTATIONS)
+    again, _ = make_aux_batch(x, torch.Generator().manual_seed(1), ROTATIONS)
     assert torch.equal(aux, again)
 
 
 def test_noise_and_blur_stay_in_range_and_change_the_image() -> None:
     x = _images()
     for name in ("gaussian_noise", "gaussian_blur"):
-        out = make_aux_batch(x, torch.Generator().manual_seed(0), AuxSettings((name,), 0.1, 1.0))
+        out, _ = make_aux_batch(x, torch.Generator().manual_seed(0), AuxSettings((name,), 0.1, 1.0))
         assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1
         assert not torch.allclose(out, x)
 
 
 def test_oer_target_is_the_auxiliary_input_itself() -> None:
     x = _images()
-    inputs, targets = oer_pair(x, torch.Generator().manual_seed(2), ROTATIONS)
+    inputs, targets = oer_pair(x, x * 0.5, torch.Generator().manual_seed(2), ROTATIONS)
     assert torch.equal(inputs, targets)
     assert not torch.equal(inputs, x)
 

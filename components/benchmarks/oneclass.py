@@ -20,14 +20,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from components import assembly
 from components.benchmarks.datasets import OneClassData
 from components.benchmarks.settings import OneClassConfig
 from components.io import write_json_atomic
 from components.metrics import image_auroc
-from components.models.oesdn.losses import ReconstructionLoss
-from components.models.oesdn.networks import ConvAutoencoder, StyleDistillationNet
-from components.models.oesdn.objectives import AutoencoderObjective, StyleDistillationObjective
-from components.models.oesdn.outlier_exposure import AuxSettings
+from components.models.oesdn.objectives import AutoencoderObjective
+from components.models.oesdn.persistence import build_network
 from components.runtime import batched_inference, seed_everything, to_float
 from components.scoring import l2_residual_map, oe_sdn_map, reduce_maps, smooth_maps, ssim_residual_map
 from components.training import FitSettings, Objective, fit
@@ -77,18 +76,7 @@ def seed_run(seed: int) -> None:
 
 def _fit_settings(config: OneClassConfig, section: str, seed: int, workdir: Path, tag: str) -> FitSettings:
     optim = config.ae if section == "ae" else config.sdn
-    return FitSettings(
-        epochs=optim.epochs,
-        batch_size=optim.batch_size,
-        learning_rate=optim.learning_rate,
-        weight_decay=optim.weight_decay,
-        patience=optim.patience,
-        seed=seed,
-        checkpoint_path=workdir / f"{tag}.ckpt",
-        fingerprint=tag,
-        param_prefix=f"oneclass.{section}",
-        progress=False,
-    )
+    return assembly.fit_settings(optim, seed, workdir / f"{tag}.ckpt", tag, f"oneclass.{section}", progress=False)
 
 
 def _train_val_split(count: int, val_fraction: float, split_seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -123,7 +111,7 @@ def run_one_class(
     train, val = to_float(images[train_idx]), to_float(images[val_idx])
     test = to_float(data.test_images)
     labels = data.test_targets(normal)
-    distance = ReconstructionLoss(config.loss.mse_weight, config.loss.dssim_weight, config.loss.ssim_window)
+    distance = assembly.reconstruction_loss(config.loss)
     channels = data.train_images.shape[1]
     batch = config.inference_batch_size
     seconds: dict[str, float] = {}
@@ -131,7 +119,7 @@ def run_one_class(
     with tempfile.TemporaryDirectory(prefix="oesdn-bench-") as tmp:
         workdir = Path(tmp)
         seed_run(seed)
-        ae = ConvAutoencoder(channels, config.ae.base_channels, config.ae.latent_channels, config.ae.depth)
+        ae = build_network("ae", assembly.ae_arch(channels, config.ae))
         tick = time.perf_counter()
         fit(ae, AutoencoderObjective(distance), (train,), (val,), _fit_settings(config, "ae", seed, workdir, "ae"), device)
         seconds["train_ae"] = time.perf_counter() - tick
@@ -147,9 +135,9 @@ def run_one_class(
         variants, aliases = run_variants(config, seed, ablation)
         for name, variant in variants.items():
             seed_run(seed)
-            sdn = StyleDistillationNet(channels, config.sdn.base_channels, config.sdn.depth, config.sdn.residual)
-            aux = AuxSettings(variant.transforms, config.sdn.aux_noise_std, config.sdn.aux_blur_sigma)
-            objective: Objective = StyleDistillationObjective(distance, variant.lambda_oer, aux)
+            sdn = build_network("sdn", assembly.sdn_arch(channels, config.sdn))
+            variant_sdn = config.sdn.model_copy(update={"lambda_oer": variant.lambda_oer, "aux_transforms": variant.transforms})
+            objective: Objective = assembly.sdn_objective(config.loss, variant_sdn)
             tick = time.perf_counter()
             fit(sdn, objective, (train, ae_train), (val, ae_val), _fit_settings(config, "sdn", seed, workdir, name), device)
             seconds[f"train_{name}"] = time.perf_counter() - tick

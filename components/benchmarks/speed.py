@@ -27,14 +27,12 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 
+from components import assembly
 from components.benchmarks.settings import SpeedConfig
 from components.config import Params
 from components.data.images import load_image
 from components.models.oesdn.detector import OESDNDetector
-from components.models.oesdn.losses import ReconstructionLoss
-from components.models.oesdn.networks import ConvAutoencoder, StyleDistillationNet
-from components.models.oesdn.objectives import AutoencoderObjective, StyleDistillationObjective
-from components.models.oesdn.outlier_exposure import AuxSettings
+from components.models.oesdn.objectives import AutoencoderObjective
 from components.runtime import autocast, prepare_module, seed_everything, to_device, to_float
 from components.scoring import ScoringSettings, l2_residual_map, reduce_maps, smooth_maps
 
@@ -111,23 +109,10 @@ class AEResidual(nn.Module):
         return maps, reduce_maps(maps, self.settings.reduction, self.settings.topk_fraction)
 
 
-def _networks(params: Params) -> tuple[ConvAutoencoder, StyleDistillationNet]:
-    channels = params.data.channels
-    ae = ConvAutoencoder(channels, params.ae.base_channels, params.ae.latent_channels, params.ae.depth)
-    sdn = StyleDistillationNet(channels, params.sdn.base_channels, params.sdn.depth, params.sdn.residual)
-    return ae, sdn
-
-
-def _scoring(params: Params) -> ScoringSettings:
-    score = params.score
-    return ScoringSettings(score.distance, score.smoothing_sigma, score.reduction, score.topk_fraction, params.loss.ssim_window)
-
-
 def training_throughput(params: Params, config: SpeedConfig, device: torch.device) -> dict[str, float]:
     """Images/s of a full training step (forward, loss, backward, Adam) of the AE and of the SDN with OER."""
-    distance = ReconstructionLoss(params.loss.mse_weight, params.loss.dssim_weight, params.loss.ssim_window)
-    aux = AuxSettings(tuple(params.sdn.aux_transforms), params.sdn.aux_noise_std, params.sdn.aux_blur_sigma)
-    ae, sdn = _networks(params)
+    distance = assembly.reconstruction_loss(params.loss)
+    ae, sdn = assembly.build_networks(params.data.channels, params.ae, params.sdn)
     size, channels = params.data.image_size, params.data.channels
     result = {}
     for kind, network, batch_size in (("ae", ae, params.ae.batch_size), ("sdn", sdn, params.sdn.batch_size)):
@@ -138,7 +123,7 @@ def training_throughput(params: Params, config: SpeedConfig, device: torch.devic
             objective: Any = AutoencoderObjective(distance)
             batch: tuple[torch.Tensor, ...] = (images,)
         else:
-            objective = StyleDistillationObjective(distance, params.sdn.lambda_oer, aux)
+            objective = assembly.sdn_objective(params.loss, params.sdn)
             batch = (images, images.clamp(0.05, 0.95))  # stand-in AE targets: precomputed, as in training
         optimizer = torch.optim.Adam(network.parameters(), lr=1e-4)
 
@@ -227,9 +212,9 @@ def measure_speed(params: Params, config: SpeedConfig, device: torch.device, pro
     report["training"] = training_throughput(params, config, device)
     steps.update()
 
-    ae, sdn = _networks(params)
+    ae, sdn = assembly.build_networks(params.data.channels, params.ae, params.sdn)
     ae.eval(), sdn.eval()
-    scoring = _scoring(params)
+    scoring = assembly.scoring_settings(params.score, params.loss.ssim_window)
     unfolded = prepare_module(OESDNDetector(ae, sdn, scoring), device).eval()
     if config.fold_batchnorm:
         ae, sdn = fold_batchnorm(ae), fold_batchnorm(sdn)

@@ -74,14 +74,21 @@ def load_image(path: ImageFile, size: int, channels: int) -> np.ndarray:
     return np.ascontiguousarray(pixels[None] if channels == 1 else pixels.transpose(2, 0, 1))
 
 
-def load_mask(path: str | os.PathLike[str], size: int) -> np.ndarray:
-    """Return a bool (size, size) mask; any nonzero colour value marks the pixel anomalous.
+def load_mask(path: str | os.PathLike[str], size: int | tuple[int, int] | None) -> np.ndarray:
+    """Return a bool mask; any nonzero colour value marks the pixel anomalous.
 
-    The mask is thresholded at native resolution, then resized with NEAREST so it stays binary.
+    `size`: an int gives (size, size), a tuple (height, width), None the file's own resolution. The
+    mask is thresholded at native resolution, then resized with NEAREST so it stays binary.
     """
-    _check_size(size)
     anomalous = Image.fromarray(_nonzero(_decode(path)).astype(np.uint8) * 255)
-    return np.asarray(anomalous.resize((size, size), Image.Resampling.NEAREST)) > 0
+    if size is None:
+        return np.asarray(anomalous) > 0
+    height, width = (size, size) if isinstance(size, int) else size
+    _check_size(height)
+    _check_size(width)
+    if anomalous.size != (width, height):
+        anomalous = anomalous.resize((width, height), Image.Resampling.NEAREST)
+    return np.asarray(anomalous) > 0
 
 
 def _check_size(size: int) -> None:

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from components.data.images import load_image, load_mask
+from components.data.images import load_image, load_mask, probe_image
 from components.io import atomic_path
 
 ARRAYS_FILE = "arrays.npz"
@@ -34,6 +34,9 @@ class PreparedData:
     test_defect_types: np.ndarray
     test_names: np.ndarray
     """`<defect_type>/<file name>` per test image, for captions and score tables."""
+    test_masks_native: np.ndarray | None = None
+    """bool (N, H0, W0) ground truth at the images' own resolution, where pixel metrics are taken
+    (the MVTec AD protocol: maps are upsampled to the mask, never masks shrunk to the map)."""
 
     @property
     def masks_available(self) -> bool:
@@ -60,6 +63,7 @@ def prepare_arrays(manifest: pd.DataFrame, image_size: int, channels: int, progr
                 for path in test["mask_path"]
             ]
         )
+    native = _native_masks(test) if masks_available else None
     names = [f"{defect}/{Path(path).name}" for defect, path in zip(test["defect_type"], test["path"], strict=True)]
     return PreparedData(
         train=_stack(list(by_split["train"]["path"]), image_size, channels, "decode train", progress),
@@ -69,6 +73,21 @@ def prepare_arrays(manifest: pd.DataFrame, image_size: int, channels: int, progr
         test_masks=masks,
         test_defect_types=test["defect_type"].to_numpy(dtype=str),
         test_names=np.asarray(names, dtype=str),
+        test_masks_native=native,
+    )
+
+
+def _native_masks(test: pd.DataFrame) -> np.ndarray:
+    """Masks at the test images' own size; a category of mixed sizes uses its most common one."""
+    from collections import Counter
+
+    sizes = [probe_image(Path(path)) for path in test["path"]]
+    (width, height), _ = Counter((info.width, info.height) for info in sizes).most_common(1)[0]
+    return np.stack(
+        [
+            load_mask(Path(path), (height, width)) if path else np.zeros((height, width), dtype=bool)
+            for path in test["mask_path"]
+        ]
     )
 
 
@@ -84,6 +103,8 @@ def save_prepared(data: PreparedData, directory: Path) -> Path:
     }
     if data.test_masks is not None:
         arrays["test_masks"] = data.test_masks
+    if data.test_masks_native is not None:
+        arrays["test_masks_native"] = data.test_masks_native
     target = directory / ARRAYS_FILE
     with atomic_path(target) as tmp:
         with open(tmp, "wb") as handle:
@@ -104,5 +125,6 @@ def load_prepared(directory: Path) -> PreparedData:
             test_masks=arrays["test_masks"] if "test_masks" in arrays.files else None,
             test_defect_types=arrays["test_defect_types"],
             test_names=arrays["test_names"],
+            test_masks_native=arrays["test_masks_native"] if "test_masks_native" in arrays.files else None,
         )
 

@@ -1,4 +1,4 @@
-"""`oesdn bench oneclass|speed`: the paper's one-class benchmark on real data, and speed/memory figures.
+"""`oesdn bench oneclass|devsuite|speed`: the paper's one-class benchmark, the development suite, speed/memory.
 
 The work lives in components/benchmarks; this module only parses arguments and writes the results.
 """
@@ -33,6 +33,15 @@ def add_parser(commands: Any) -> None:
     oneclass.add_argument("--cache", type=Path, default=Path("benchmarks/results/runs"), help="per-run results; finished runs are reused")
     oneclass.add_argument("--no-cache", action="store_true", help="re-run every class and seed")
 
+    suite = modes.add_parser("devsuite", help="the development suite: the pipeline's own stages on unseen categories, over seeds")
+    common(suite, default_threads=1)
+    suite.add_argument("--root", type=Path, default=Path("data/devsuite"), help="where the suite's MVTec-layout folders are (built if missing)")
+    suite.add_argument("--categories", nargs="+", help="suite categories (default: all)")
+    suite.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default 0 1 2)")
+    suite.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="params override, e.g. sdn.lambda_oer=0 (repeatable)")
+    suite.add_argument("--cache", type=Path, default=Path("benchmarks/results/devsuite_runs"), help="per-run workspaces and results; finished runs are reused")
+    suite.add_argument("--name", default="devsuite", help="name of the result files under --out")
+
     speed = modes.add_parser("speed", help="training/inference throughput, latency, FLOP/s vs matmul peak, peak RSS")
     common(speed, default_threads=2)
     speed.add_argument("--params", type=Path, help="project params file (default: speed.params of the settings)")
@@ -53,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
     device = select_device(args.device)
     if args.bench_command == "oneclass":
         return _oneclass(args, settings, device)
+    if args.bench_command == "devsuite":
+        return _devsuite(args, device)
     return _speed(args, settings, device)
 
 
@@ -76,6 +87,30 @@ def _oneclass(args: argparse.Namespace, settings: Any, device: Any) -> int:
     )
     csv_path, md_path = write_reports(records, data.description, args.out)
     print(md_path.read_text(encoding="utf-8"))
+    print(f"wrote {csv_path} and {md_path}")
+    return 0
+
+
+def _devsuite(args: argparse.Namespace, device: Any) -> int:
+    from components.benchmarks.devsuite_data import CATEGORIES, generate_devsuite
+    from components.benchmarks.devsuite_report import records_frame, summary_markdown
+    from components.io import atomic_path, write_text_atomic
+    from pipelines.devsuite import parse_overrides, run_suite
+
+    categories = args.categories or list(CATEGORIES)
+    unknown = sorted(set(categories) - set(CATEGORIES))
+    if unknown:
+        raise SystemExit(f"oesdn bench devsuite: unknown categories {unknown}; choose from {list(CATEGORIES)}")
+    generate_devsuite(args.root, tuple(categories), progress=not args.no_progress)
+    overrides = parse_overrides(args.overrides)
+    records = run_suite(args.params, args.root, categories, args.seeds, overrides, args.cache, str(device), not args.no_progress)
+    title = f"Development suite, {len(categories)} categories" + (f", overrides {args.overrides}" if args.overrides else "")
+    markdown = summary_markdown(records, title)
+    csv_path, md_path = args.out / f"{args.name}.csv", args.out / f"{args.name}.md"
+    with atomic_path(csv_path) as tmp:
+        records_frame(records).to_csv(tmp, index=False, float_format="%.5g")
+    write_text_atomic(md_path, markdown)
+    print(markdown)
     print(f"wrote {csv_path} and {md_path}")
     return 0
 

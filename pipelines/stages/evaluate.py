@@ -8,26 +8,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from components import assembly
 from components.data.prepared import PreparedData, load_prepared
-from components.evaluation import MethodEvaluation, evaluate_method
+from components.category_evaluation import evaluate_category
+from components.evaluation import MethodEvaluation
 from components.io import atomic_path, sha256_file, write_json_atomic
 from components.data.layout import manifest_hash, read_manifest
 from components.models.oesdn.bundle import BundleInfo, Preprocessing, write_bundle_info
-from components.models.oesdn.detector import MethodScores, OESDNDetector, score_images
+from components.models.oesdn.detector import MethodScores, OESDNDetector
 from components.models.oesdn.persistence import load_network
 from components.reporting import save_anomaly_panel, save_roc_csv, save_roc_plot, save_score_histogram, select_panel_indices
 from components.runtime import seed_everything, select_device
-from components.scoring import METHODS, ScoringSettings
+from components.scoring import METHODS
 from pipelines.context import StageContext
 from pipelines.stages.prepare import read_dataset_record
 from pipelines.tracking import track_stage
-
-
-def _scoring_settings(ctx: StageContext) -> ScoringSettings:
-    score = ctx.params.score
-    return ScoringSettings(
-        score.distance, score.smoothing_sigma, score.reduction, score.topk_fraction, ctx.params.loss.ssim_window
-    )
 
 
 def run(ctx: StageContext) -> None:
@@ -43,26 +38,22 @@ def run(ctx: StageContext) -> None:
     data = load_prepared(prepared_dir)
     ae, _ = load_network(models_dir / "ae.pt", "ae")
     sdn, _ = load_network(models_dir / "sdn.pt", "sdn")
-    detector = OESDNDetector(ae, sdn, _scoring_settings(ctx))
+    detector = OESDNDetector(ae, sdn, assembly.scoring_settings(params.score, params.loss.ssim_window))
     device = select_device(ctx.device)
-    batch = params.evaluate.batch_size
-    val = score_images(detector, data.val, batch, device, ctx.progress)
-    test = score_images(detector, data.test, batch, device, ctx.progress)
-
-    results: dict[str, MethodEvaluation] = {
-        name: evaluate_method(
-            val[name].scores,
-            val[name].maps,
-            data.test_labels,
-            test[name].scores,
-            test[name].maps,
-            data.test_masks,
-            params.score.image_threshold_quantile,
-            params.score.pixel_threshold_quantile,
-            params.evaluate.aupro_fpr_limit,
-        )
-        for name in METHODS
-    }
+    evaluation = evaluate_category(
+        category,
+        detector,
+        data,
+        params.score.image_threshold_quantile,
+        params.score.pixel_threshold_quantile,
+        params.score.threshold_rule,
+        params.evaluate.aupro_fpr_limit,
+        params.seed,
+        params.evaluate.batch_size,
+        device,
+        ctx.progress,
+    )
+    results, test = evaluation.results, evaluation.test
     metrics = {name: result.metrics for name, result in results.items()}
     write_json_atomic(reports_dir / "metrics.json", metrics)
     provenance = ctx.provenance(("data", "loss", "ae", "sdn", "score", "evaluate"), dataset["data_hash"])
@@ -70,6 +61,8 @@ def run(ctx: StageContext) -> None:
 
     for name, result in results.items():
         save_roc_csv(*result.roc, reports_dir / "roc" / f"{name}.csv")
+    for warning in evaluation.warnings:
+        print(f"warning: {warning}")
     save_roc_plot(
         {name: r.roc for name, r in results.items()},
         {name: r.metrics["image_auroc"] for name, r in results.items()},
@@ -89,6 +82,7 @@ def run(ctx: StageContext) -> None:
                 name: {"image": r.image_threshold, "pixel": r.pixel_threshold} for name, r in results.items()
             },
             "masks_available": data.masks_available,
+            "warnings": evaluation.warnings,
             "counts": dataset["counts"],
             "models": {name: sha256_file(models_dir / f"{name}.pt") for name in ("ae", "sdn")},
             "provenance": provenance,

@@ -8,16 +8,15 @@ import pandas as pd
 import torch
 from torch import nn
 
+from components import assembly
 from components.config import OptimConfig
 from components.data.prepared import PreparedData, load_prepared
 from components.io import atomic_path
-from components.models.oesdn.losses import ReconstructionLoss
-from components.models.oesdn.objectives import AutoencoderObjective, StyleDistillationObjective
-from components.models.oesdn.outlier_exposure import AuxSettings
+from components.models.oesdn.objectives import AutoencoderObjective
 from components.models.oesdn.persistence import NetworkKind, build_network, load_network, save_network
 from components.provenance import fingerprint
 from components.runtime import batched_inference, seed_everything, select_device, to_float
-from components.training import Batch, FitSettings, Objective, fit
+from components.training import Batch, Objective, fit
 from pipelines.context import StageContext
 from pipelines.stages.prepare import read_dataset_record
 from pipelines.tracking import track_stage
@@ -29,11 +28,6 @@ def _seeded_inputs(ctx: StageContext) -> tuple[str, PreparedData]:
     seed_everything(ctx.params.seed)
     prepared_dir = ctx.layout.prepared(ctx.category)
     return read_dataset_record(prepared_dir, ctx.category)["data_hash"], load_prepared(prepared_dir)
-
-
-def _distance(ctx: StageContext) -> ReconstructionLoss:
-    loss = ctx.params.loss
-    return ReconstructionLoss(loss.mse_weight, loss.dssim_weight, loss.ssim_window)
 
 
 def _train_and_save(
@@ -51,17 +45,13 @@ def _train_and_save(
     assert ctx.category is not None
     device = select_device(ctx.device)
     provenance = ctx.provenance(sections, data_hash)
-    settings = FitSettings(
-        epochs=optim.epochs,
-        batch_size=optim.batch_size,
-        learning_rate=optim.learning_rate,
-        weight_decay=optim.weight_decay,
-        patience=optim.patience,
-        seed=ctx.params.seed,
-        checkpoint_path=ctx.layout.checkpoint(ctx.category, kind),
-        fingerprint=fingerprint(kind, arch, provenance["params"], data_hash, provenance["code_version"]["source_sha256"]),
-        param_prefix=kind,
-        progress=ctx.progress,
+    settings = assembly.fit_settings(
+        optim,
+        ctx.params.seed,
+        ctx.layout.checkpoint(ctx.category, kind),
+        fingerprint(kind, arch, provenance["params"], data_hash, provenance["code_version"]["source_sha256"]),
+        kind,
+        ctx.progress,
     )
     network = build_network(kind, arch)
     result = fit(network, objective, train, val, settings, device)
@@ -87,8 +77,8 @@ def _train_and_save(
 def run_ae(ctx: StageContext) -> None:
     data_hash, data = _seeded_inputs(ctx)
     ae = ctx.params.ae
-    arch = {"channels": ctx.params.data.channels, "base_channels": ae.base_channels, "latent_channels": ae.latent_channels, "depth": ae.depth}
-    objective = AutoencoderObjective(_distance(ctx))
+    arch = assembly.ae_arch(ctx.params.data.channels, ae)
+    objective = AutoencoderObjective(assembly.reconstruction_loss(ctx.params.loss))
     _train_and_save(ctx, "ae", arch, objective, (to_float(data.train),), (to_float(data.val),), ae, ("data", "loss", "ae"), data_hash)
 
 
@@ -101,9 +91,8 @@ def run_sdn(ctx: StageContext) -> None:
     with torch.no_grad():
         train_targets = batched_inference(autoencoder, train, sdn.batch_size, device)
         val_targets = batched_inference(autoencoder, val, sdn.batch_size, device)
-    arch = {"channels": ctx.params.data.channels, "base_channels": sdn.base_channels, "depth": sdn.depth, "residual": sdn.residual}
-    aux = AuxSettings(tuple(sdn.aux_transforms), sdn.aux_noise_std, sdn.aux_blur_sigma)
-    objective = StyleDistillationObjective(_distance(ctx), sdn.lambda_oer, aux)
+    arch = assembly.sdn_arch(ctx.params.data.channels, sdn)
+    objective = assembly.sdn_objective(ctx.params.loss, sdn)
     _train_and_save(
         ctx, "sdn", arch, objective, (train, train_targets), (val, val_targets), sdn, ("data", "loss", "ae", "sdn"), data_hash
     )

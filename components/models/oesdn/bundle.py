@@ -60,7 +60,10 @@ class BundleInfo:
 
     @property
     def primary_metric(self) -> str:
-        """Pixel AUROC where masks exist (it judges WHERE), else image AUROC."""
+        """Pixel AUROC where masks exist (it judges WHERE), else image AUROC; with no defective
+        test image at all, the label-free synthetic-defect pixel AUROC on the validation normals."""
+        if self.metrics["oe_sdn"].get("image_auroc") is None and self.metrics["oe_sdn"].get("synthetic_pixel_auroc") is not None:
+            return "synthetic_pixel_auroc"
         return "pixel_auroc" if self.masks_available else "image_auroc"
 
     @property

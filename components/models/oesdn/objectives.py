@@ -22,7 +22,10 @@ class AutoencoderObjective:
 
 
 class StyleDistillationObjective:
-    """Stage 2: J = (1 - lambda) * d(f_OS(x), f_AE(x)) + lambda * d(x~, f_OS(x~)).
+    """Stage 2: J = (1 - lambda) * d(f_OS(x), f_AE(x)) + lambda * d(t~, f_OS(x~)).
+
+    t~ is the auxiliary image x~ itself for whole-image outliers; for local corruptions it is x~
+    inside the corrupted blob and f_AE(x) outside (see `outlier_exposure.oer_pair`).
 
     The batch is (images, frozen AE outputs for those images): the AE is fixed, so its outputs are
     computed once up front rather than on every step.
@@ -38,7 +41,7 @@ class StyleDistillationObjective:
         if self.lambda_oer == 0:
             kd = self.distance(model(images), ae_outputs)
             return kd, {"kd": kd.detach()}
-        aux_inputs, aux_targets = oer_pair(images, generator, self.aux)
+        aux_inputs, aux_targets = oer_pair(images, ae_outputs, generator, self.aux)
         # One forward pass over normal and auxiliary images together. Two separate passes would
         # normalise each with its own batch statistics in training while the running statistics
         # used at test time mix both: on Fashion-MNIST that mismatch cost OE-SDN 0.1 AUROC

@@ -1,9 +1,16 @@
-"""Auxiliary outliers for the OER term: transformed training images the SDN must copy unchanged.
+"""Auxiliary outliers for the OER term: images the SDN must copy where they are not normal.
 
-Rotation by k*90 degrees is the paper's best choice; flips, noise and blur are its ablations.
-Inversion and channel shuffling are photometric outliers: rotation leaves a texture's colours and
-intensities in-distribution, so only these teach the SDN to copy abnormal colours instead of
-normalising them.
+Two families:
+
+* Whole-image transforms (rotation by k*90 degrees, the paper's best choice; flips, noise and blur,
+  its ablations; inversion and channel shuffling). The whole image is the outlier, so the target
+  is the transformed image itself. They work where orientation or colour defines the class (digits,
+  garments) but not on isotropic or periodic textures, where a rotated texture is still normal.
+* Local corruptions (`foreign_patch`, `noise_patch`): an irregular blob of foreign content pasted
+  into a normal image. Inside the blob the target is the corrupted image (copy what is not
+  normal); outside it, the AE's output for the clean image (imitate the AE's style where the image
+  is normal). So the two terms of the objective never disagree about a pixel, and the SDN learns
+  that content unlike the category is to be copied, whatever the category is.
 """
 
 from __future__ import annotations
@@ -13,6 +20,11 @@ from dataclasses import dataclass
 
 import kornia
 import torch
+from torch.nn import functional as F
+
+LOCAL_TRANSFORMS = ("foreign_patch", "noise_patch")
+MIN_LOCAL_AREA = 0.004
+"""Smallest share of the image a local corruption covers."""
 
 
 @dataclass(frozen=True)
@@ -20,6 +32,13 @@ class AuxSettings:
     transforms: tuple[str, ...]
     noise_std: float
     blur_sigma: float
+    local_max_area: float = 0.08
+    """Largest share of the image a local corruption covers (drawn uniformly from 0.4 % up to it)."""
+
+
+def _uniform(shape: tuple[int, ...], low: float, high: float, generator: torch.Generator, like: torch.Tensor) -> torch.Tensor:
+    value = torch.rand(shape, generator=generator, device=generator.device)
+    return (low + (high - low) * value).to(like.device, like.dtype)
 
 
 def _gaussian_noise(images: torch.Tensor, generator: torch.Generator, settings: AuxSettings) -> torch.Tensor:
@@ -54,30 +73,96 @@ TRANSFORMS: dict[str, _Transform] = {
 }
 
 
-def make_aux_batch(images: torch.Tensor, generator: torch.Generator, settings: AuxSettings) -> torch.Tensor:
-    """One auxiliary view per image, each with a transform drawn at random from `settings.transforms`.
+def blob_masks(count: int, size: int, max_area: float, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """bool (count, size, size) irregular blobs, one per image, each covering 0.4 %..max_area of it.
 
-    Loops over transform kinds (a handful), never over images or pixels.
+    A coarse random field, upsampled (smooth), weighted by a Gaussian bump at a random centre and
+    thresholded at the per-image quantile that gives the drawn area: one connected-looking blob
+    with a ragged outline, anywhere in the image, at any scale.
+    """
+    coarse = max(2, size // 8)
+    field = torch.rand((count, 1, coarse, coarse), generator=generator, device=generator.device)
+    field = F.interpolate(field.to(device), size=(size, size), mode="bilinear", align_corners=False)[:, 0]
+    centre = torch.rand((count, 2), generator=generator, device=generator.device).to(device) * size
+    spread = (0.08 + 0.2 * torch.rand((count, 1, 1), generator=generator, device=generator.device).to(device)) * size
+    axis = torch.arange(size, device=device, dtype=field.dtype)
+    distance2 = (axis[None, :, None] - centre[:, 0, None, None]) ** 2 + (axis[None, None, :] - centre[:, 1, None, None]) ** 2
+    weighted = field * torch.exp(-distance2 / (2 * spread**2))
+    area = MIN_LOCAL_AREA + (max(max_area, MIN_LOCAL_AREA) - MIN_LOCAL_AREA) * torch.rand(
+        count, generator=generator, device=generator.device
+    ).to(device)
+    flat = weighted.flatten(1)
+    keep = (area * flat.shape[1]).round().clamp(min=1).long()
+    ranked = flat.sort(dim=1, descending=True).values
+    cutoff = ranked.gather(1, (keep - 1)[:, None])
+    return (flat >= cutoff).view(count, size, size)
+
+
+def _foreign_content(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Another image of the batch, turned by 90-270 degrees and recoloured: foreign for any category."""
+    turns = int(torch.randint(1, 4, (1,), generator=generator, device=generator.device))
+    source = torch.rot90(torch.roll(images, shifts=1, dims=0), turns, dims=(-2, -1))
+    count, channels = images.shape[:2]
+    gain = _uniform((count, channels, 1, 1), 0.4, 1.6, generator, images)
+    offset = _uniform((count, channels, 1, 1), -0.35, 0.35, generator, images)
+    return (source * gain + offset).clamp(0.0, 1.0)
+
+
+def _noise_content(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Smooth coloured noise at a random scale, from single-pixel grain to broad blotches."""
+    count, channels, size = images.shape[0], images.shape[1], images.shape[-1]
+    coarse = int(torch.randint(2, max(3, size // 2), (1,), generator=generator, device=generator.device))
+    noise = torch.rand((count, channels, coarse, coarse), generator=generator, device=generator.device)
+    return F.interpolate(noise.to(images.device, images.dtype), size=images.shape[-2:], mode="bilinear", align_corners=False)
+
+
+_LOCAL_CONTENT = {"foreign_patch": _foreign_content, "noise_patch": _noise_content}
+
+
+def local_corruption(
+    images: torch.Tensor, kind: str, generator: torch.Generator, settings: AuxSettings
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(corrupted images, bool (N, H, W) mask of the pixels that were corrupted)."""
+    count, size = images.shape[0], images.shape[-1]
+    masks = blob_masks(count, size, settings.local_max_area, generator, images.device)
+    content = _LOCAL_CONTENT[kind](images, generator)
+    opacity = _uniform((count, 1, 1, 1), 0.6, 1.0, generator, images)
+    weight = masks[:, None].to(images.dtype) * opacity
+    return images * (1 - weight) + content * weight, masks
+
+
+def make_aux_batch(images: torch.Tensor, generator: torch.Generator, settings: AuxSettings) -> tuple[torch.Tensor, torch.Tensor]:
+    """One auxiliary view per image with a transform drawn at random from `settings.transforms`.
+
+    Returns (aux images, bool (N, H, W) outlier masks): all True for whole-image transforms, the
+    corrupted blob for local ones. Loops over transform kinds (a handful), never over images.
     """
     if not settings.transforms:
         raise ValueError("no auxiliary transforms configured (sdn.aux_transforms is empty)")
-    unknown = [name for name in settings.transforms if name not in TRANSFORMS]
+    known = set(TRANSFORMS) | set(LOCAL_TRANSFORMS)
+    unknown = [name for name in settings.transforms if name not in known]
     if unknown:
-        raise ValueError(f"unknown auxiliary transform(s) {unknown}; choose from {sorted(TRANSFORMS)}")
+        raise ValueError(f"unknown auxiliary transform(s) {unknown}; choose from {sorted(known)}")
     if images.shape[-1] != images.shape[-2]:
         raise ValueError(f"auxiliary transforms need square images, got {tuple(images.shape[-2:])}")
     choice = torch.randint(len(settings.transforms), (images.shape[0],), generator=generator)
     choice = choice.to(images.device)
     aux = torch.empty_like(images)
+    masks = torch.ones((images.shape[0], *images.shape[-2:]), dtype=torch.bool, device=images.device)
     for index, name in enumerate(settings.transforms):
         selected = choice == index
-        if selected.any():
+        if not selected.any():
+            continue
+        if name in LOCAL_TRANSFORMS:
+            aux[selected], masks[selected] = local_corruption(images[selected], name, generator, settings)
+        else:
             aux[selected] = TRANSFORMS[name](images[selected], generator, settings)
-    return aux
+    return aux, masks
 
 
-def oer_pair(images: torch.Tensor, generator: torch.Generator, settings: AuxSettings) -> tuple[torch.Tensor, torch.Tensor]:
-    """The OER (input, target) pair: the SDN sees an outlier and must return that same outlier."""
-    aux = make_aux_batch(images, generator, settings)
-    return aux, aux
-
+def oer_pair(
+    images: torch.Tensor, ae_outputs: torch.Tensor, generator: torch.Generator, settings: AuxSettings
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The OER (input, target) pair: copy the outlier where it is one, imitate the AE elsewhere."""
+    aux, masks = make_aux_batch(images, generator, settings)
+    return aux, torch.where(masks[:, None], aux, ae_outputs.to(aux.dtype))

@@ -1,0 +1,122 @@
+"""The development suite run: the pipeline's own stages over the suite's categories and seeds.
+
+Each (settings, seed, category) run gets its own workspace under the cache folder, with the params
+of `params.yaml` plus the given overrides, `data.root` pointed at the suite and tracking off, and
+runs prepare, train-ae, train-sdn and evaluate exactly as `dvc repro` would. A finished run's
+`metrics.json` is reused, so an interrupted suite resumes, and two processes (one per seed) can
+share the machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from components.config import Params, load_params
+from pipelines.context import StageContext
+from pipelines.layout import ProjectLayout
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """`section.key=value` pairs (value in YAML) into a nested dict, as `dvc exp run -S` takes them."""
+    nested: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"oesdn bench devsuite: --set wants section.key=value, got {pair!r}")
+        node = nested
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(value)
+    return nested
+
+
+def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in overrides.items():
+        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+    return merged
+
+
+def suite_params(params_path: Path, root: Path, category: str, seed: int, overrides: dict[str, Any]) -> Params:
+    from components.config import _validate
+
+    raw = load_params(params_path).model_dump(mode="json")
+    raw = _merge(raw, overrides)
+    raw |= {"seed": seed, "categories": {category: {}}}
+    raw["data"] = raw["data"] | {"root": str(root)}
+    raw["tracking"] = raw["tracking"] | {"enabled": False}
+    return _validate(raw, origin=f"devsuite run {category} seed {seed}").for_category(category)
+
+
+def run_key(params: Params) -> str:
+    """Identifies a run's settings and code (not the suite's location), for the cache."""
+    from pipelines.context import CODE_ROOT
+
+    from components.provenance import code_version
+
+    dumped = params.model_dump(mode="json")
+    dumped["data"].pop("root")
+    dumped["code"] = code_version(CODE_ROOT, [CODE_ROOT / "components", CODE_ROOT / "pipelines"])["source_sha256"]
+    return hashlib.sha256(json.dumps(dumped, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def run_category(params: Params, category: str, workdir: Path, device: str, progress: bool) -> dict[str, Any]:
+    """prepare -> train-ae -> train-sdn -> evaluate in `workdir`; the metrics record and timings."""
+    from pipelines.stages import evaluate, prepare, train
+
+    ctx = StageContext(params=params, layout=ProjectLayout(workdir), category=category, progress=progress, device=device)
+    seconds: dict[str, float] = {}
+    for name, stage in (("prepare", prepare.run), ("train_ae", train.run_ae), ("train_sdn", train.run_sdn), ("evaluate", evaluate.run)):
+        tick = time.process_time()
+        stage(ctx)
+        seconds[name] = time.process_time() - tick
+    metrics = json.loads((ctx.layout.reports(category) / "metrics.json").read_text())
+    return {"category": category, "seed": params.seed, "metrics": metrics, "cpu_seconds": seconds}
+
+
+def run_suite(
+    params_path: Path,
+    root: Path,
+    categories: list[str],
+    seeds: list[int],
+    overrides: dict[str, Any],
+    cache: Path,
+    device: str,
+    progress: bool,
+) -> list[dict[str, Any]]:
+    from tqdm.auto import tqdm
+
+    from components.io import write_json_atomic
+
+    records = []
+    jobs = [(seed, category) for seed in seeds for category in categories]
+    for seed, category in tqdm(jobs, desc="devsuite", unit="run", disable=not progress):
+        params = suite_params(params_path, root, category, seed, overrides)
+        key = run_key(params)
+        done = cache / key / f"{category}_seed{seed}.json"
+        if done.is_file():
+            records.append(json.loads(done.read_text()))
+            continue
+        record = run_category(params, category, cache / key / f"seed{seed}", device, progress=False)
+        record["settings_key"] = key
+        write_json_atomic(done, record)
+        tqdm.write(_one_line(record))
+        records.append(record)
+    return records
+
+
+def _one_line(record: dict[str, Any]) -> str:
+    m = record["metrics"]
+    parts = [
+        f"{name} px {m[name]['pixel_auroc']:.3f} img {m[name]['image_auroc']:.3f}"
+        + (f" far {m[name]['false_alarm_rate']:.2f}" if "false_alarm_rate" in m[name] else "")
+        for name in m
+    ]
+    return f"{record['category']} seed {record['seed']}: " + " | ".join(parts) + f" [{sum(record['cpu_seconds'].values()):.0f} cpu s]"
