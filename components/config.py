@@ -104,11 +104,43 @@ class SDNConfig(OptimConfig):
             raise ValueError(f"unknown transform(s) {unknown}; choose from {list(AUX_TRANSFORMS)}")
         return value
 
+    candidates: tuple[dict[str, Any], ...] = Field(
+        default=(),
+        description="alternative sdn settings (overrides of this section); each is trained and the best on the label-free check kept",
+    )
+
+    @field_validator("candidates")
+    @classmethod
+    def _candidates_are_overrides(cls, value: tuple[dict[str, Any], ...]) -> tuple[dict[str, Any], ...]:
+        allowed = set(cls.model_fields) - {"candidates"}
+        for index, override in enumerate(value):
+            unknown = sorted(set(override) - allowed)
+            if unknown:
+                raise ValueError(f"candidate {index}: unknown sdn key(s) {unknown}")
+        return value
+
+    def candidate_settings(self) -> dict[str, SDNConfig]:
+        """Each candidate's full settings by a readable name; just this section when none are listed."""
+        if not self.candidates:
+            return {"default": self}
+        named: dict[str, SDNConfig] = {}
+        for index, override in enumerate(self.candidates):
+            name = ",".join(f"{k}={_short(v)}" for k, v in sorted(override.items())) or "default"
+            try:
+                named[name] = SDNConfig.model_validate(self.model_dump() | dict(override) | {"candidates": ()})
+            except ValidationError as error:
+                raise ConfigError(f"sdn.candidates[{index}]: {error.errors()[0]['msg']}") from None
+        return named
+
     @model_validator(mode="after")
     def _aux_when_needed(self) -> SDNConfig:
         if self.lambda_oer > 0 and not self.aux_transforms:
             raise ValueError("lambda_oer > 0 needs at least one aux_transforms entry (or set lambda_oer: 0)")
         return self
+
+
+def _short(value: Any) -> str:
+    return "+".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
 
 
 class ScoreConfig(_Section):

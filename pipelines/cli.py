@@ -19,7 +19,7 @@ _STAGES: dict[str, tuple[str, str, bool, str]] = {
     "generate": ("generate", "run", False, "build the bundled default dataset (offline, deterministic)"),
     "prepare": ("prepare", "run", True, "validate a category's MVTec-layout folder and decode it to arrays"),
     "train-ae": ("train", "run_ae", True, "train the bottleneck autoencoder on normal images"),
-    "train-sdn": ("train", "run_sdn", True, "train the style distillation network (with outlier exposure)"),
+    "train-sdn": ("train_sdn", "run", True, "train the style distillation network (with outlier exposure)"),
     "evaluate": ("evaluate", "run", True, "score OE-SDN and the AE baselines; write metrics and plots"),
     "summarize": ("summarize", "run", False, "write reports/summary.{json,md} over all categories"),
 }

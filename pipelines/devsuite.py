@@ -69,11 +69,11 @@ def run_key(params: Params) -> str:
 
 def run_category(params: Params, category: str, workdir: Path, device: str, progress: bool) -> dict[str, Any]:
     """prepare -> train-ae -> train-sdn -> evaluate in `workdir`; the metrics record and timings."""
-    from pipelines.stages import evaluate, prepare, train
+    from pipelines.stages import evaluate, prepare, train, train_sdn
 
     ctx = StageContext(params=params, layout=ProjectLayout(workdir), category=category, progress=progress, device=device)
     seconds: dict[str, float] = {}
-    for name, stage in (("prepare", prepare.run), ("train_ae", train.run_ae), ("train_sdn", train.run_sdn), ("evaluate", evaluate.run)):
+    for name, stage in (("prepare", prepare.run), ("train_ae", train.run_ae), ("train_sdn", train_sdn.run), ("evaluate", evaluate.run)):
         tick = time.process_time()
         stage(ctx)
         seconds[name] = time.process_time() - tick

@@ -6,8 +6,10 @@ in a fraction of a second and is small enough to keep as a DVC output.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -17,6 +19,15 @@ from components.data.images import load_image, load_mask, probe_image
 from components.io import atomic_path
 
 ARRAYS_FILE = "arrays.npz"
+DATASET_RECORD = "dataset.json"
+
+
+def read_dataset_record(prepared_dir: Path, category: str) -> dict[str, Any]:
+    """The prepare stage's record (data hash, counts); later stages need it before anything else."""
+    path = prepared_dir / DATASET_RECORD
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found; run `oesdn prepare --category {category}` first")
+    return json.loads(path.read_text())
 
 
 @dataclass(frozen=True)

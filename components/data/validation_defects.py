@@ -104,5 +104,16 @@ def defective_copies(images: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndar
     kinds = np.array([KINDS[i % len(KINDS)] for i in range(len(images))])
     for index, image in enumerate(images):
         rng = np.random.default_rng(np.random.SeedSequence([seed, zlib.crc32(b"validation-defects"), index]))
-        out[index], masks[index] = paste_defect(image, str(kinds[index]), rng)
+        # A blur is invisible on a flat surface: fall back to the next kind rather than fail.
+        start = index % len(KINDS)
+        for offset in range(len(KINDS)):
+            kind = KINDS[(start + offset) % len(KINDS)]
+            try:
+                out[index], masks[index] = paste_defect(image, kind, rng)
+            except RuntimeError:
+                continue
+            kinds[index] = kind
+            break
+        else:
+            raise RuntimeError(f"no validation defect is visible on validation image {index} (is it constant?)")
     return out, masks, kinds

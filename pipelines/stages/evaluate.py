@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from components import assembly
-from components.data.prepared import PreparedData, load_prepared
+from components.data.prepared import PreparedData, load_prepared, read_dataset_record
 from components.category_evaluation import evaluate_category
 from components.evaluation import MethodEvaluation
 from components.io import atomic_path, sha256_file, write_json_atomic
@@ -21,7 +21,6 @@ from components.reporting import save_anomaly_panel, save_roc_csv, save_roc_plot
 from components.runtime import seed_everything, select_device
 from components.scoring import METHODS
 from pipelines.context import StageContext
-from pipelines.stages.prepare import read_dataset_record
 from pipelines.tracking import track_stage
 
 

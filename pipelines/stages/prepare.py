@@ -2,28 +2,13 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-from typing import Any
-
 import numpy as np
 
 from components.data.layout import build_manifest, manifest_hash, write_manifest
-from components.data.prepared import prepare_arrays, save_prepared
+from components.data.prepared import DATASET_RECORD, prepare_arrays, save_prepared
 from components.io import write_json_atomic
 from components.storage import resolve_data_root
 from pipelines.context import StageContext
-
-DATASET_RECORD = "dataset.json"
-
-
-def read_dataset_record(prepared_dir: Path, category: str) -> dict[str, Any]:
-    """The prepare stage's record (data hash, counts); later stages need it before anything else."""
-    path = prepared_dir / DATASET_RECORD
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found; run `oesdn prepare --category {category}` first")
-    return json.loads(path.read_text())
-
 
 def run(ctx: StageContext) -> None:
     assert ctx.category is not None

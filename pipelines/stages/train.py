@@ -1,4 +1,4 @@
-"""Stages `train_ae` and `train_sdn`: the two training phases of OE-SDN for one category."""
+"""Stage `train_ae`, and the fit-and-save steps both training stages share (see `train_sdn`)."""
 
 from __future__ import annotations
 
@@ -10,19 +10,18 @@ from torch import nn
 
 from components import assembly
 from components.config import OptimConfig
-from components.data.prepared import PreparedData, load_prepared
+from components.data.prepared import PreparedData, load_prepared, read_dataset_record
 from components.io import atomic_path
 from components.models.oesdn.objectives import AutoencoderObjective
 from components.models.oesdn.persistence import NetworkKind, build_network, load_network, save_network
 from components.provenance import fingerprint
 from components.runtime import batched_inference, seed_everything, select_device, to_float
-from components.training import Batch, Objective, fit
+from components.training import Batch, FitResult, Objective, fit
 from pipelines.context import StageContext
-from pipelines.stages.prepare import read_dataset_record
 from pipelines.tracking import track_stage
 
 
-def _seeded_inputs(ctx: StageContext) -> tuple[str, PreparedData]:
+def seeded_inputs(ctx: StageContext) -> tuple[str, PreparedData]:
     """Seed every RNG, then load the category's data hash and prepared arrays."""
     assert ctx.category is not None
     seed_everything(ctx.params.seed)
@@ -30,37 +29,45 @@ def _seeded_inputs(ctx: StageContext) -> tuple[str, PreparedData]:
     return read_dataset_record(prepared_dir, ctx.category)["data_hash"], load_prepared(prepared_dir)
 
 
-def _train_and_save(
+def fit_network(
     ctx: StageContext,
     kind: NetworkKind,
-    arch: dict[str, int],
+    arch: dict[str, Any],
     objective: Objective,
     train: Batch,
     val: Batch,
     optim: OptimConfig,
-    sections: tuple[str, ...],
+    provenance: dict[str, Any],
     data_hash: str,
-) -> nn.Module:
-    """Fit a fresh network (resuming an interrupted run) and write it with its history and provenance."""
+    tag: str,
+) -> tuple[nn.Module, FitResult]:
+    """Fit a fresh network, resuming an interrupted run from its checkpoint (`tag` names it)."""
     assert ctx.category is not None
-    device = select_device(ctx.device)
-    provenance = ctx.provenance(sections, data_hash)
+    seed_everything(ctx.params.seed)
     settings = assembly.fit_settings(
         optim,
         ctx.params.seed,
-        ctx.layout.checkpoint(ctx.category, kind),
-        fingerprint(kind, arch, provenance["params"], data_hash, provenance["code_version"]["source_sha256"]),
+        ctx.layout.checkpoint(ctx.category, tag),
+        fingerprint(tag, arch, provenance["params"], data_hash, provenance["code_version"]["source_sha256"]),
         kind,
         ctx.progress,
     )
     network = build_network(kind, arch)
-    result = fit(network, objective, train, val, settings, device)
+    result = fit(network, objective, train, val, settings, select_device(ctx.device))
+    settings.checkpoint_path.unlink(missing_ok=True)
+    return network, result
+
+
+def save_trained(
+    ctx: StageContext, kind: NetworkKind, network: nn.Module, arch: dict[str, Any], result: FitResult, provenance: dict[str, Any], extra: dict[str, Any]
+) -> None:
+    """Write the network with its history and provenance, then log the stage."""
+    assert ctx.category is not None
     out_dir = ctx.layout.models(ctx.category)
-    extra: dict[str, Any] = {"provenance": provenance, "best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss}
-    save_network(out_dir / f"{kind}.pt", network, kind, arch, extra)
+    record = {"provenance": provenance, "best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss, **extra}
+    save_network(out_dir / f"{kind}.pt", network, kind, arch, record)
     with atomic_path(out_dir / f"{kind}_history.csv") as tmp:
         pd.DataFrame(result.history).to_csv(tmp, index=False)
-    settings.checkpoint_path.unlink(missing_ok=True)
     upstream = [f"data/prepared/{ctx.category}"] + ([f"models/{ctx.category}/ae.pt"] if kind == "sdn" else [])
     track_stage(
         ctx,
@@ -70,29 +77,14 @@ def _train_and_save(
         {out_dir / f"{kind}.pt": "checkpoints", out_dir / f"{kind}_history.csv": "history"},
         history=result.history,
     )
-    print(f"{ctx.category}: {kind} best validation loss {result.best_val_loss:.5f} at epoch {result.best_epoch} on {device}")
-    return network
+    print(f"{ctx.category}: {kind} best validation loss {result.best_val_loss:.5f} at epoch {result.best_epoch}")
 
 
 def run_ae(ctx: StageContext) -> None:
-    data_hash, data = _seeded_inputs(ctx)
+    data_hash, data = seeded_inputs(ctx)
     ae = ctx.params.ae
     arch = assembly.ae_arch(ctx.params.data.channels, ae)
     objective = AutoencoderObjective(assembly.reconstruction_loss(ctx.params.loss))
-    _train_and_save(ctx, "ae", arch, objective, (to_float(data.train),), (to_float(data.val),), ae, ("data", "loss", "ae"), data_hash)
-
-
-def run_sdn(ctx: StageContext) -> None:
-    data_hash, data = _seeded_inputs(ctx)
-    sdn = ctx.params.sdn
-    device = select_device(ctx.device)
-    autoencoder, _ = load_network(ctx.layout.models(ctx.category) / "ae.pt", "ae")
-    train, val = to_float(data.train), to_float(data.val)
-    with torch.no_grad():
-        train_targets = batched_inference(autoencoder, train, sdn.batch_size, device)
-        val_targets = batched_inference(autoencoder, val, sdn.batch_size, device)
-    arch = assembly.sdn_arch(ctx.params.data.channels, sdn)
-    objective = assembly.sdn_objective(ctx.params.loss, sdn)
-    _train_and_save(
-        ctx, "sdn", arch, objective, (train, train_targets), (val, val_targets), sdn, ("data", "loss", "ae", "sdn"), data_hash
-    )
+    provenance = ctx.provenance(("data", "loss", "ae"), data_hash)
+    network, result = fit_network(ctx, "ae", arch, objective, (to_float(data.train),), (to_float(data.val),), ae, provenance, data_hash, "ae")
+    save_trained(ctx, "ae", network, arch, result, provenance, {})

@@ -1,0 +1,177 @@
+"""The parts of issue 12: local outlier exposure, validation defects, native-resolution pixel
+metrics, the tail-fit threshold, the operating point and the label-free candidate choice."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from components.data.validation_defects import KINDS, MASK_TOLERANCE, defective_copies, paste_defect
+from components.evaluation import evaluate_method, upsample_maps
+from components.metrics import lognormal_tail_threshold, operating_point, pixel_auroc
+from components.models.oesdn.outlier_exposure import LOCAL_TRANSFORMS, AuxSettings, blob_masks, make_aux_batch, oer_pair
+from components.scoring import ScoringSettings
+from components.selection import candidate_figures, choose_candidate
+from tests.conftest import write_params
+
+OESDN = str(Path(__file__).resolve().parents[1] / ".venv" / "bin" / "oesdn")
+
+
+def _images(n: int = 12, size: int = 32, seed: int = 0) -> torch.Tensor:
+    return torch.rand((n, 3, size, size), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("kind", LOCAL_TRANSFORMS)
+def test_local_corruption_changes_only_its_mask_and_is_deterministic(kind: str) -> None:
+    x = _images()
+    settings = AuxSettings((kind,), 0.1, 1.0, local_max_area=0.1)
+    aux, masks = make_aux_batch(x, torch.Generator().manual_seed(3), settings)
+    assert aux.shape == x.shape and aux.min() >= 0 and aux.max() <= 1
+    outside = ~masks[:, None].expand_as(x)
+    assert torch.equal(aux[outside], x[outside]), "pixels outside the mask must be untouched"
+    assert (aux - x).abs().amax(dim=1)[masks].mean() > 0.05, "the masked pixels must be corrupted"
+    share = masks.flatten(1).float().mean(1)
+    assert (share > 0).all() and (share <= 0.1 + 1 / 32**2).all()
+    again, again_masks = make_aux_batch(x, torch.Generator().manual_seed(3), settings)
+    assert torch.equal(aux, again) and torch.equal(masks, again_masks)
+
+
+def test_local_oer_target_copies_the_outlier_and_imitates_the_ae_elsewhere() -> None:
+    x = _images()
+    ae_out = torch.full_like(x, 0.5)
+    inputs, targets = oer_pair(x, ae_out, torch.Generator().manual_seed(1), AuxSettings(("foreign_patch",), 0.1, 1.0))
+    changed = (inputs != x).any(dim=1)
+    inside = changed[:, None].expand_as(x)
+    assert changed.any()
+    assert torch.equal(targets[inside], inputs[inside])
+    normal = ~(targets == inputs).all(dim=1)
+    assert torch.equal(targets[normal[:, None].expand_as(x)], ae_out[normal[:, None].expand_as(x)])
+
+
+def test_blob_masks_cover_the_drawn_area() -> None:
+    masks = blob_masks(64, 64, 0.2, torch.Generator().manual_seed(0), torch.device("cpu"))
+    share = masks.flatten(1).float().mean(1)
+    assert share.min() >= 0.004 - 1e-6 and share.max() <= 0.2 + 1 / 64**2
+    assert share.std() > 0.02, "areas are drawn, not fixed"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_validation_defects_have_pixel_exact_masks(kind: str) -> None:
+    rng = np.random.default_rng(0)
+    image = (rng.random((3, 48, 48)) * 120 + 60).astype(np.uint8)
+    defective, mask = paste_defect(image, kind, np.random.default_rng(5))
+    difference = np.abs(defective.astype(int) - image).max(axis=0)
+    assert mask.any()
+    assert (difference[~mask] == 0).all(), "outside the mask the image is restored exactly"
+    assert (difference[mask] > MASK_TOLERANCE).all(), "every mask pixel moved by more than the tolerance"
+
+
+def test_validation_defect_copies_are_deterministic_per_seed() -> None:
+    images = (np.random.default_rng(1).random((6, 3, 32, 32)) * 255).astype(np.uint8)
+    first, masks, kinds = defective_copies(images, seed=4)
+    second, masks2, _ = defective_copies(images, seed=4)
+    other, _, _ = defective_copies(images, seed=5)
+    assert np.array_equal(first, second) and np.array_equal(masks, masks2)
+    assert not np.array_equal(first, other)
+    assert list(kinds[:4]) == list(KINDS)
+
+
+def test_pixel_metrics_are_taken_on_maps_upsampled_to_native_masks() -> None:
+    # One 2x2 map per image; the native masks are 4x4. Image 0's top-left quarter is the defect.
+    maps = np.array([[[1.0, 0.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]]], dtype=np.float32)
+    masks = np.zeros((2, 4, 4), dtype=bool)
+    masks[0, :2, :2] = True
+    up = upsample_maps(maps, (4, 4))
+    assert up.shape == (2, 4, 4)
+    # bilinear, align_corners=False: the defect quarter holds the top four values of the whole stack
+    assert pixel_auroc(masks, up) == pytest.approx(1.0)
+    result = evaluate_method(
+        np.array([0.1, 0.2, 0.3]),
+        np.zeros((3, 2, 2), dtype=np.float32),
+        np.array([1, 0]),
+        np.array([0.9, 0.1]),
+        maps,
+        masks,
+        0.99,
+        0.999,
+        0.3,
+    )
+    assert result.metrics["pixel_auroc"] == pytest.approx(1.0)
+    # a hand case where the low-resolution ranking differs: shrinking the mask would lose the defect
+    thin = np.zeros((2, 4, 4), dtype=bool)
+    thin[0, 3, 3] = True  # one native pixel, where the upsampled map is lowest in image 0
+    assert pixel_auroc(thin, up) < 0.5
+
+
+def test_lognormal_threshold_holds_its_false_alarm_rate_on_unseen_normals() -> None:
+    rng = np.random.default_rng(0)
+    rates = []
+    for _ in range(200):
+        val = rng.lognormal(0.0, 0.5, 24)
+        unseen = rng.lognormal(0.0, 0.5, 2000)
+        rates.append(float(np.mean(unseen > lognormal_tail_threshold(val, 0.99))))
+    assert np.mean(rates) < 0.03, "the tail fit should hold about 1 % (the empirical max of 24 gives 4 %)"
+    empirical = [float(np.mean(rng.lognormal(0, 0.5, 2000) > rng.lognormal(0, 0.5, 24).max())) for _ in range(200)]
+    assert np.mean(empirical) > np.mean(rates)
+    val = rng.lognormal(0.0, 0.5, 24)
+    assert lognormal_tail_threshold(val, 0.99) >= val.max()
+    with pytest.raises(ValueError, match="at least 3"):
+        lognormal_tail_threshold(np.array([1.0, 2.0]), 0.99)
+
+
+def test_operating_point_counts_false_alarms_and_recall_per_defect_type() -> None:
+    labels = np.array([0, 0, 0, 0, 1, 1, 1])
+    scores = np.array([0.1, 0.2, 0.9, 0.3, 0.8, 0.1, 0.95])
+    types = np.array(["good"] * 4 + ["scratch", "scratch", "hole"])
+    point = operating_point(labels, scores, 0.5, types)
+    assert point == {"false_alarm_rate": 0.25, "recall": pytest.approx(2 / 3), "recall.hole": 1.0, "recall.scratch": 0.5}
+
+
+class _Blur(nn.Module):
+    """A stand-in AE: rebuilds everything as a flat grey image (it cannot copy anything)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.full_like(x, 0.5)
+
+
+class _Copy(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def test_label_free_choice_picks_the_candidate_that_finds_pasted_defects() -> None:
+    rng = np.random.default_rng(0)
+    val = np.full((16, 3, 32, 32), 128, dtype=np.uint8) + rng.integers(0, 3, (16, 3, 32, 32)).astype(np.uint8)
+    scoring = ScoringSettings("squared", 1.0, "topk_mean", 0.02, 7)
+    good = candidate_figures(_Blur(), _Copy(), scoring, val, 0, 8, torch.device("cpu"))
+    useless = candidate_figures(_Blur(), _Blur(), scoring, val, 0, 8, torch.device("cpu"))
+    assert good["synthetic_pixel_auroc"] > 0.9 and useless["synthetic_pixel_auroc"] == pytest.approx(0.5)
+    assert choose_candidate({"copies": good, "imitates": useless}) == "copies"
+    assert choose_candidate({"imitates": useless, "copies": good}) == "copies"
+
+
+def test_train_sdn_with_candidates_keeps_the_label_free_winner(tmp_path: Path, tiny) -> None:
+    """Through the CLI: two candidates are trained, both figures are recorded, one is kept."""
+    tiny["sdn"]["candidates"] = [{"aux_transforms": ["foreign_patch", "noise_patch"]}, {"lambda_oer": 0.0}]
+    write_params(tmp_path / "params.yaml", tiny)
+    for command in (["generate"], ["prepare", "--category", "brick"], ["train-ae", "--category", "brick"]):
+        subprocess.run([OESDN, "--no-progress", *command], cwd=tmp_path, check=True, capture_output=True)
+    result = subprocess.run([OESDN, "--no-progress", "train-sdn", "--category", "brick"], cwd=tmp_path, check=True, capture_output=True, text=True)
+    assert result.stdout.count("sdn candidate") == 2 and "<- chosen" in result.stdout
+    record = torch.load(tmp_path / "models" / "brick" / "sdn.pt", weights_only=True)
+    selection = record["selection"]
+    assert set(selection["candidates"]) == {"aux_transforms=foreign_patch+noise_patch", "lambda_oer=0.0"}
+    scores = {name: c["selection_score"] for name, c in selection["candidates"].items()}
+    assert selection["chosen"] == max(scores, key=scores.get)
+    evaluated = subprocess.run([OESDN, "--no-progress", "evaluate", "--category", "brick"], cwd=tmp_path, check=True, capture_output=True, text=True)
+    metrics = json.loads((tmp_path / "reports" / "brick" / "metrics.json").read_text())
+    for method in ("oe_sdn", "ae_l2", "ae_ssim"):
+        assert {"false_alarm_rate", "recall", "synthetic_pixel_auroc", "synthetic_image_auroc"} <= set(metrics[method])
+        assert any(key.startswith("recall.") for key in metrics[method])
+    assert evaluated.returncode == 0
