@@ -38,8 +38,11 @@ METRIC_LABELS: dict[str, str] = {
     "pixel_auroc": "pixel AUROC",
     "aupro": "AUPRO",
     "f1": "F1",
+    "false_alarm_rate": "false alarms",
+    "recall": "recall",
 }
-"""Table column-group names, in display order; unknown metrics follow, sorted."""
+"""The summary table's column groups, in display order (metrics.json holds more)."""
+LOWER_IS_BETTER = frozenset({"false_alarm_rate"})
 
 # One fixed colour per method so the same method looks the same in every figure of a report.
 _METHOD_COLORS: dict[str, str] = {"oe_sdn": "#d62728", "ae_l2": "#1f77b4", "ae_ssim": "#2ca02c"}
@@ -495,11 +498,11 @@ def summarize(
     return {"categories": categories, "mean": mean}
 
 
-def _format_group(values: Sequence[float | None]) -> list[str]:
-    """3-decimal cells; the best (highest, at display precision) in bold when there is a contest."""
+def _format_group(values: Sequence[float | None], lower_is_better: bool = False) -> list[str]:
+    """3-decimal cells; the best (at display precision) in bold when there is a contest."""
     rounded = [None if v is None else round(v, 3) for v in values]
     present = [v for v in rounded if v is not None]
-    best = max(present) if len(present) >= 2 else None
+    best = (min(present) if lower_is_better else max(present)) if len(present) >= 2 else None
     cells = []
     for v in rounded:
         if v is None:
@@ -524,6 +527,7 @@ def format_summary_table(summary: Mapping[str, Any]) -> str:
     if mean is None:
         mean = summarize(categories)["mean"]
     methods, metrics = _methods_and_metrics(categories)
+    metrics = [metric for metric in metrics if metric in METRIC_LABELS]
 
     header = ["category"]
     for metric in metrics:
@@ -536,7 +540,7 @@ def format_summary_table(summary: Mapping[str, Any]) -> str:
         cells = [name]
         for metric in metrics:
             group = [_clean_value(per_method.get(method, {}).get(metric)) for method in methods]
-            cells.extend(_format_group(group))
+            cells.extend(_format_group(group, metric in LOWER_IS_BETTER))
         return cells
 
     rows = [row_cells(str(name), per_method) for name, per_method in categories.items()]
@@ -566,4 +570,29 @@ def write_summary(
     """
     summary = summarize(per_category)
     write_json_atomic(json_path, summary)
-    write_text_atomic(md_path, format_summary_table(summary))
+    write_text_atomic(md_path, format_summary_table(summary) + "\n" + operating_point_markdown(per_category))
+
+
+def operating_point_markdown(per_category: Mapping[str, Mapping[str, Mapping[str, float | None]]]) -> str:
+    """What the shipped threshold does on each category's test set, in words a line engineer reads.
+
+    The threshold is set on validation normals only; these are the test images' outcomes at it.
+    """
+    lines = ["OE-SDN at the shipped image threshold (set on good validation images only), on the test images:", ""]
+    for category, per_method in per_category.items():
+        values = per_method.get("oe_sdn", {})
+        alarms, recall = _clean_value(values.get("false_alarm_rate")), _clean_value(values.get("recall"))
+        by_type = {k.split(".", 1)[1]: _clean_value(v) for k, v in values.items() if k.startswith("recall.")}
+        parts = [f"- {category}: flags {_percent(alarms)} of good parts, catches {_percent(recall)} of defective ones"]
+        if by_type:
+            parts.append(" (" + ", ".join(f"{kind} {_percent(v)}" for kind, v in sorted(by_type.items())) + ")")
+        baseline = _clean_value(per_method.get("ae_l2", {}).get("image_auroc"))
+        ours = _clean_value(values.get("image_auroc"))
+        if baseline is not None and ours is not None and ours < baseline - 0.005:
+            parts.append(f"; warning: image AUROC {ours:.3f} below the AE residual's {baseline:.3f}")
+        lines.append("".join(parts))
+    return "\n".join(lines) + "\n"
+
+
+def _percent(value: float | None) -> str:
+    return _MISSING if value is None else f"{100 * value:.0f} %"

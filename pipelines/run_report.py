@@ -8,7 +8,7 @@ from typing import Any
 
 from pipelines.layout import ProjectLayout
 
-_METRICS = ("image_auroc", "pixel_auroc", "aupro", "f1")
+_METRICS = ("pixel_auroc", "image_auroc", "aupro", "false_alarm_rate", "recall")
 _METHOD_NAMES = {"oe_sdn": "OE-SDN", "ae_l2": "AE-L2", "ae_ssim": "AE-SSIM"}
 
 

@@ -216,7 +216,22 @@ def test_summary_json_means_skip_none(tmp_path: Path) -> None:
     assert math.isclose(mean["oe_sdn"]["pixel_auroc"], 0.96)  # only carpet has a value
     assert math.isclose(mean["ae_ssim"]["f1"], 0.6)  # NaN skipped like None
     assert "NaN" not in json_path.read_text()
-    assert md_path.read_text() == format_summary_table(summary)
+    assert md_path.read_text().startswith(format_summary_table(summary))
+
+
+def test_summary_states_the_operating_point_per_category_and_warns_below_the_baseline(tmp_path: Path) -> None:
+    per_category = {
+        "brick": {
+            "oe_sdn": {"image_auroc": 0.7, "false_alarm_rate": 0.05, "recall": 0.75, "recall.hole": 1.0, "recall.stain": 0.5},
+            "ae_l2": {"image_auroc": 0.9, "false_alarm_rate": 0.0, "recall": 0.5},
+        }
+    }
+    write_summary(per_category, tmp_path / "s.json", tmp_path / "s.md")
+    text = (tmp_path / "s.md").read_text()
+    assert "brick: flags 5 % of good parts, catches 75 % of defective ones (hole 100 %, stain 50 %)" in text
+    assert "warning: image AUROC 0.700 below the AE residual's 0.900" in text
+    table = text.split("\n\n")[0]
+    assert "false alarms" in table and "**0.000**" in table, "fewer false alarms is the better cell"
 
 
 def test_summary_mean_is_none_when_no_category_has_a_value() -> None:

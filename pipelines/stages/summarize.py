@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from components.io import write_json_atomic
-from components.reporting import format_summary_table, summarize, write_summary
+from components.reporting import format_summary_table, operating_point_markdown, summarize, write_summary
 from pipelines.context import StageContext
 
 
@@ -26,3 +26,4 @@ def run(ctx: StageContext) -> None:
         },
     )
     print(format_summary_table(summarize(per_category)))
+    print(operating_point_markdown(per_category))
