@@ -46,6 +46,3 @@ class ProjectLayout:
     @property
     def summary_md(self) -> Path:
         return self.root / "reports" / "summary.md"
-
-    def source_dirs(self) -> list[Path]:
-        return [self.root / "components", self.root / "pipelines"]

@@ -11,8 +11,6 @@ from typing import Any
 
 PIPELINE_RUN_ENV = "OESDN_PIPELINE_RUN"
 """Set by an orchestrator (the Prefect flow) so every stage run of one execution shares a tag."""
-PARENT_RUN_ENV = "OESDN_PARENT_RUN_ID"
-"""Set by an orchestrator to nest stage runs under one parent run per category."""
 
 
 def dvc_md5(path: Path) -> str:

@@ -67,11 +67,6 @@ def _b64decode(value: str, row: int) -> bytes:
         raise DatasetError(f"row {row}: column 'image' is not valid base64 ({error})") from error
 
 
-def encode_image(path: Path) -> str:
-    """A file's bytes as the base64 text the `image` column expects."""
-    return base64.b64encode(Path(path).read_bytes()).decode("ascii")
-
-
 def encode_array(pixels: np.ndarray) -> str:
     """A uint8 (C, H, W) array as base64 PNG text, for small input examples."""
     from PIL import Image

@@ -77,9 +77,9 @@ class CategoryRegistry:
 
     # --- writing ---------------------------------------------------------------------------
     def register(self, model_uri: str, info: BundleInfo, lineage: dict[str, str]) -> ModelVersion:
+        """A new version of the bundle logged at `model_uri`, tagged with its metrics and lineage."""
         import mlflow
 
-        """A new version of the bundle logged at `model_uri`, tagged with its metrics and lineage."""
         if not self._model_exists():
             self.client.create_registered_model(
                 self.model_name,

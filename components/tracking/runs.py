@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from components.tracking.lineage import PARENT_RUN_ENV
 
 _MAX_PARAM_LENGTH = 6000
 
@@ -32,12 +30,11 @@ def experiment_name(prefix: str, category: str) -> str:
 
 @contextlib.contextmanager
 def stage_run(experiment: str, run_name: str, tags: Mapping[str, str]) -> Iterator[str]:
-    """Start a run (nested under the orchestrator's parent run when one is given); yields its id."""
+    """Start a run in the category's experiment; yields its id."""
     import mlflow
 
     mlflow.set_experiment(experiment)
-    parent = os.environ.get(PARENT_RUN_ENV) or None
-    with mlflow.start_run(run_name=run_name, tags=dict(tags), parent_run_id=parent) as run:
+    with mlflow.start_run(run_name=run_name, tags=dict(tags)) as run:
         yield run.info.run_id
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -157,6 +156,3 @@ class BundleModel:
         if not scores:
             return np.zeros(0), np.zeros((0, size, size), dtype=np.float32)
         return np.concatenate(scores), np.concatenate(maps)
-
-    def score_sources(self, sources: Sequence[ImageSource], batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
-        return self.score(np.stack([self.decode(s) for s in sources]) if sources else np.zeros((0,)), batch_size)
