@@ -56,15 +56,21 @@ def suite_params(params_path: Path, root: Path, category: str, seed: int, overri
 
 
 def run_key(params: Params) -> str:
-    """Identifies a run's settings and code (not the suite's location), for the cache."""
-    from pipelines.context import CODE_ROOT
+    """Identifies a run's settings (not the suite's location, not the code), for the cache.
 
-    from components.provenance import code_version
-
+    The code version is recorded in each result instead; a result made by other code is reused
+    with a note saying so (`--no-cache` re-runs everything).
+    """
     dumped = params.model_dump(mode="json")
     dumped["data"].pop("root")
-    dumped["code"] = code_version(CODE_ROOT, [CODE_ROOT / "components", CODE_ROOT / "pipelines"])["source_sha256"]
     return hashlib.sha256(json.dumps(dumped, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _source_hash() -> str:
+    from components.provenance import code_version
+    from pipelines.context import CODE_ROOT
+
+    return code_version(CODE_ROOT, [CODE_ROOT / "components", CODE_ROOT / "pipelines"])["source_sha256"]
 
 
 def run_category(params: Params, category: str, workdir: Path, device: str, progress: bool) -> dict[str, Any]:
@@ -90,22 +96,27 @@ def run_suite(
     cache: Path,
     device: str,
     progress: bool,
+    use_cache: bool = True,
 ) -> list[dict[str, Any]]:
     from tqdm.auto import tqdm
 
     from components.io import write_json_atomic
 
     records = []
+    source = _source_hash()
     jobs = [(seed, category) for seed in seeds for category in categories]
     for seed, category in tqdm(jobs, desc="devsuite", unit="run", disable=not progress):
         params = suite_params(params_path, root, category, seed, overrides)
         key = run_key(params)
         done = cache / key / f"{category}_seed{seed}.json"
-        if done.is_file():
-            records.append(json.loads(done.read_text()))
+        if use_cache and done.is_file():
+            record = json.loads(done.read_text())
+            if record.get("source_sha256") != source:
+                tqdm.write(f"{category} seed {seed}: reusing the result of other code ({done}); --no-cache re-runs it")
+            records.append(record)
             continue
         record = run_category(params, category, cache / key / f"seed{seed}", device, progress=False)
-        record["settings_key"] = key
+        record |= {"settings_key": key, "source_sha256": source, "overrides": overrides}
         write_json_atomic(done, record)
         tqdm.write(_one_line(record))
         records.append(record)

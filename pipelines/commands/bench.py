@@ -40,6 +40,7 @@ def add_parser(commands: Any) -> None:
     suite.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default 0 1 2)")
     suite.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="params override, e.g. sdn.lambda_oer=0 (repeatable)")
     suite.add_argument("--cache", type=Path, default=Path("benchmarks/results/devsuite_runs"), help="per-run workspaces and results; finished runs are reused")
+    suite.add_argument("--no-cache", action="store_true", help="re-run every category and seed")
     suite.add_argument("--name", default="devsuite", help="name of the result files under --out")
 
     speed = modes.add_parser("speed", help="training/inference throughput, latency, FLOP/s vs matmul peak, peak RSS")
@@ -103,7 +104,9 @@ def _devsuite(args: argparse.Namespace, device: Any) -> int:
         raise SystemExit(f"oesdn bench devsuite: unknown categories {unknown}; choose from {list(CATEGORIES)}")
     generate_devsuite(args.root, tuple(categories), progress=not args.no_progress)
     overrides = parse_overrides(args.overrides)
-    records = run_suite(args.params, args.root, categories, args.seeds, overrides, args.cache, str(device), not args.no_progress)
+    records = run_suite(
+        args.params, args.root, categories, args.seeds, overrides, args.cache, str(device), not args.no_progress, use_cache=not args.no_cache
+    )
     title = f"Development suite, {len(categories)} categories" + (f", overrides {args.overrides}" if args.overrides else "")
     markdown = summary_markdown(records, title)
     csv_path, md_path = args.out / f"{args.name}.csv", args.out / f"{args.name}.md"

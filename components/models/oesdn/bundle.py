@@ -19,9 +19,9 @@ import torch
 
 from components.data.images import load_image
 from components.io import sha256_file, write_json_atomic
-from components.models.oesdn.detector import OESDNDetector
+from components.models.oesdn.detector import OESDNDetector, score_images
 from components.models.oesdn.persistence import load_network
-from components.runtime import autocast, evaluation_mode, prepare_module, select_device, to_device, to_float
+from components.runtime import prepare_module, select_device
 from components.scoring import ScoringSettings
 
 BUNDLE_FILE = "bundle.json"
@@ -145,14 +145,8 @@ class BundleModel:
 
     def score(self, images: np.ndarray, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
         """(scores float64 (N,), maps float32 (N, H, W)) for uint8 (N, C, H, W) images."""
-        scores, maps = [], []
-        with evaluation_mode(self.detector), autocast(self.device):
-            for start in range(0, len(images), batch_size):
-                batch = to_device(to_float(images[start : start + batch_size]), self.device)
-                batch_maps, batch_scores = self.detector(batch)
-                maps.append(batch_maps.float().cpu().numpy())
-                scores.append(batch_scores.double().cpu().numpy())
         size = self.info.preprocessing.image_size
-        if not scores:
+        if len(images) == 0:
             return np.zeros(0), np.zeros((0, size, size), dtype=np.float32)
-        return np.concatenate(scores), np.concatenate(maps)
+        scored = score_images(self.detector, images, batch_size, self.device, progress=False, methods=("oe_sdn",))["oe_sdn"]
+        return scored.scores, scored.maps

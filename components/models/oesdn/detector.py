@@ -42,16 +42,29 @@ class OESDNDetector(nn.Module):
 
 
 def score_images(
-    detector: OESDNDetector, images: np.ndarray, batch_size: int, device: torch.device, progress: bool = True
+    detector: OESDNDetector,
+    images: np.ndarray,
+    batch_size: int,
+    device: torch.device,
+    progress: bool = True,
+    methods: tuple[str, ...] = METHODS,
 ) -> dict[str, MethodScores]:
-    """Score uint8 (N, C, H, W) images with every method in `METHODS`, batch by batch."""
+    """Score uint8 (N, C, H, W) images with `methods` (OE-SDN and both baselines), batch by batch.
+
+    The one scoring loop of the project: evaluate, the label-free check, the bundle behind
+    `oesdn predict` and the MLflow pyfunc all call it.
+    """
     prepare_module(detector, device)
-    maps: dict[str, list[np.ndarray]] = {name: [] for name in METHODS}
+    maps: dict[str, list[np.ndarray]] = {name: [] for name in methods}
     starts = range(0, len(images), batch_size)
     with evaluation_mode(detector), autocast(device):
         for start in tqdm(starts, desc="score", unit="batch", disable=not progress):
             batch = to_device(to_float(images[start : start + batch_size]), device)
-            for name, value in detector.all_method_maps(batch).items():
+            if methods == ("oe_sdn",):
+                batch_maps = {"oe_sdn": detector(batch)[0]}
+            else:
+                batch_maps = {name: value for name, value in detector.all_method_maps(batch).items() if name in methods}
+            for name, value in batch_maps.items():
                 maps[name].append(value.float().cpu().numpy())
     settings = detector.settings
     result = {}
