@@ -8,7 +8,7 @@ from typing import Any
 
 from components.config import Params, load_params
 from components.provenance import code_version, provenance_record
-from pipelines.layout import ProjectLayout
+from pipelines.project_paths import ProjectLayout
 
 CODE_ROOT = Path(__file__).resolve().parents[1]
 """The checkout holding `components/` and `pipelines/`: the code whose version artifacts record."""

@@ -19,7 +19,7 @@ import yaml
 
 from components.config import Params, load_params
 from pipelines.context import StageContext
-from pipelines.layout import ProjectLayout
+from pipelines.project_paths import ProjectLayout
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pipelines.layout import ProjectLayout
+from pipelines.project_paths import ProjectLayout
 
 _METRICS = ("pixel_auroc", "image_auroc", "aupro", "false_alarm_rate", "recall")
 _METHOD_NAMES = {"oe_sdn": "OE-SDN", "ae_l2": "AE-L2", "ae_ssim": "AE-SSIM"}
@@ -27,12 +27,12 @@ def metrics_table(project: Path, category: str) -> str:
     return "\n".join(rows)
 
 
-def mlflow_links(project: Path, category: str, register_run_id: str | None) -> list[str]:
+def mlflow_links(project: Path, model_name: str, register_run_id: str | None) -> list[str]:
     """Where to look in MLflow: a clickable run link against a server, a run id for a local store."""
     from components.tracking.store import redact, tracking_uri
 
     uri = tracking_uri(project)
-    model = f"models:/oesdn-{category}@champion"
+    model = f"models:/{model_name}@champion"
     if not register_run_id:
         return [f"registry: `{model}` in {redact(uri)}"]
     if uri.startswith("http"):
@@ -58,7 +58,7 @@ def category_markdown(project: Path, category: str, result: dict[str, Any]) -> s
         *(f"- {d}" for d in decisions),
         "",
         "## MLflow",
-        *(f"- {link}" for link in mlflow_links(project, category, registration.get("register_run_id"))),
+        *(f"- {link}" for link in mlflow_links(project, registration["model_name"], registration.get("register_run_id"))),
     ]
     return "\n".join(lines)
 

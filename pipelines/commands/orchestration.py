@@ -39,7 +39,7 @@ def _run(args: argparse.Namespace) -> int:
     project = Path.cwd()
     _local_prefect_state(project)
     from pipelines.flows import train_all
-    from pipelines.layout import ProjectLayout
+    from pipelines.project_paths import ProjectLayout
 
     state = train_all(args.category, str(project), str(args.params), return_state=True)
     results = state.result(raise_on_failure=False)

@@ -21,7 +21,7 @@ from components.reporting import save_anomaly_panel, save_roc_csv, save_roc_plot
 from components.runtime import seed_everything, select_device
 from components.scoring import METHODS
 from pipelines.context import StageContext
-from pipelines.tracking import track_stage
+from pipelines.stage_logging import track_stage
 
 
 def run(ctx: StageContext) -> None:

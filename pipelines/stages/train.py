@@ -18,7 +18,7 @@ from components.provenance import fingerprint
 from components.runtime import batched_inference, seed_everything, select_device, to_float
 from components.training import Batch, FitResult, Objective, fit
 from pipelines.context import StageContext
-from pipelines.tracking import track_stage
+from pipelines.stage_logging import track_stage
 
 
 def seeded_inputs(ctx: StageContext) -> tuple[str, PreparedData]:
