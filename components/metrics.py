@@ -19,10 +19,10 @@ __all__ = [
     "aupro",
     "f1_at_threshold",
     "image_auroc",
-    "pixel_auroc",
-    "roc_curve_points",
     "lognormal_tail_threshold",
     "operating_point",
+    "pixel_auroc",
+    "roc_curve_points",
     "threshold_from_normal_scores",
 ]
 

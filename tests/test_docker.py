@@ -50,12 +50,12 @@ def test_hadolint_would_catch_a_regression(tmp_path: Path) -> None:
 
 def test_the_image_is_slim_non_root_pinned_and_cpu_by_default() -> None:
     text = (PROJECT_ROOT / "Dockerfile").read_text()
-    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11\.\d+-slim", text, re.M)
-    assert re.search(r"^ARG TORCH_VARIANT=cpu$", text, re.M)
+    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11\.\d+-slim", text, re.MULTILINE)
+    assert re.search(r"^ARG TORCH_VARIANT=cpu$", text, re.MULTILINE)
     assert "-r /tmp/requirements.txt" in text and "requirements.lock" in text
-    users = re.findall(r"^USER (\S+)", text, re.M)
+    users = re.findall(r"^USER (\S+)", text, re.MULTILINE)
     assert users and users[-1].split(":")[0] not in {"root", "0"}
-    assert re.search(r'^CMD \["oesdn", "run"\]$', text, re.M)
+    assert re.search(r'^CMD \["oesdn", "run"\]$', text, re.MULTILINE)
     ignored = (PROJECT_ROOT / ".dockerignore").read_text().splitlines()
     assert "*" in ignored  # everything is excluded unless listed
 

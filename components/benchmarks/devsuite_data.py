@@ -21,7 +21,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -57,7 +57,7 @@ def _rng(seed: int, category: str, split: str, defect: str | None, index: int) -
     return np.random.default_rng(np.random.SeedSequence(key))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _photo(category: str) -> np.ndarray:
     """float RGB [0, 1] photo of a texture category (cropped to the usable area)."""
     import skimage.data
@@ -106,7 +106,7 @@ def _weave(split: str, size: int, rng: np.random.Generator) -> np.ndarray:
     return np.clip(dark + (light - dark) * shade, 0.0, 1.0)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _fashion_items(label: int) -> np.ndarray:
     root = Path(FASHION_MNIST_ROOT)
     if not (root / FASHION_MNIST_FILES["train_images"]).is_file():

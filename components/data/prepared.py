@@ -117,9 +117,8 @@ def save_prepared(data: PreparedData, directory: Path) -> Path:
     if data.test_masks_native is not None:
         arrays["test_masks_native"] = data.test_masks_native
     target = directory / ARRAYS_FILE
-    with atomic_path(target) as tmp:
-        with open(tmp, "wb") as handle:
-            np.savez(handle, **arrays)
+    with atomic_path(target) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, **arrays)
     return target
 
 

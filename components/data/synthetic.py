@@ -18,7 +18,7 @@ import tempfile
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import NamedTuple
 
@@ -119,7 +119,7 @@ DefectFn = Callable[[FloatImage, np.random.Generator, _Context], tuple[FloatImag
 # --------------------------------------------------------------------------- photos and crops
 
 
-@lru_cache(maxsize=None)
+@cache
 def _photo(category: str) -> FloatImage:
     """The category's photo, contrast-stretched to [0, 1]; cached and read-only."""
     raw = getattr(skimage.data, category)().astype(np.float64)

@@ -29,7 +29,7 @@ class S3Settings:
     max_attempts: int = 3
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "S3Settings":
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> S3Settings:
         env = os.environ if environ is None else environ
         endpoint = next((env[name] for name in ENDPOINT_VARIABLES if env.get(name)), None)
         key, secret = env.get("AWS_ACCESS_KEY_ID") or None, env.get("AWS_SECRET_ACCESS_KEY") or None

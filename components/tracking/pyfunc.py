@@ -10,7 +10,6 @@ import base64
 import binascii
 import io
 from importlib import metadata
-from pathlib import Path
 from typing import Any
 
 import numpy as np

@@ -9,11 +9,11 @@ import numpy as np
 import pandas as pd
 
 from components import assembly
-from components.data.prepared import PreparedData, load_prepared, read_dataset_record
 from components.category_evaluation import evaluate_category
+from components.data.layout import manifest_hash, read_manifest
+from components.data.prepared import PreparedData, load_prepared, read_dataset_record
 from components.evaluation import MethodEvaluation
 from components.io import atomic_path, sha256_file, write_json_atomic
-from components.data.layout import manifest_hash, read_manifest
 from components.models.oesdn.bundle import BundleInfo, Preprocessing, write_bundle_info
 from components.models.oesdn.detector import MethodScores, OESDNDetector
 from components.models.oesdn.persistence import load_network

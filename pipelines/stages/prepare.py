@@ -10,6 +10,7 @@ from components.io import write_json_atomic
 from components.storage import resolve_data_root
 from pipelines.context import StageContext
 
+
 def run(ctx: StageContext) -> None:
     assert ctx.category is not None
     data = ctx.params.data

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import pandas as pd
-import torch
 from torch import nn
 
 from components import assembly
@@ -13,9 +12,9 @@ from components.config import OptimConfig
 from components.data.prepared import PreparedData, load_prepared, read_dataset_record
 from components.io import atomic_path
 from components.models.oesdn.objectives import AutoencoderObjective
-from components.models.oesdn.persistence import NetworkKind, build_network, load_network, save_network
+from components.models.oesdn.persistence import NetworkKind, build_network, save_network
 from components.provenance import fingerprint
-from components.runtime import batched_inference, seed_everything, select_device, to_float
+from components.runtime import seed_everything, select_device, to_float
 from components.training import Batch, FitResult, Objective, fit
 from pipelines.context import StageContext
 from pipelines.stage_logging import track_stage
