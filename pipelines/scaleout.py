@@ -43,7 +43,7 @@ def workspaces_root() -> Path:
 
 
 def _git(*args: str, cwd: Path | None = None, timeout: float = 600) -> str:
-    result = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False)
     if result.returncode != 0:
         raise ScaleOutError(f"git {' '.join(args)} failed: {(result.stderr or result.stdout).strip()[-500:]}")
     return result.stdout
@@ -53,7 +53,7 @@ def clone_workspace(source: str, workspace: Path) -> Path:
     """A fresh `git clone` of the project: its own files, DVC cache and stage lock."""
     if workspace.exists():
         raise ScaleOutError(f"workspace {workspace} already exists; every run needs a fresh one")
-    probe = subprocess.run(["git", "ls-remote", "--heads", source], capture_output=True, text=True, timeout=120)
+    probe = subprocess.run(["git", "ls-remote", "--heads", source], capture_output=True, text=True, timeout=120, check=False)
     if probe.returncode != 0:
         raise ScaleOutError(f"source {source!r} is not a git repository the worker can read: {probe.stderr.strip()[-300:]}")
     workspace.parent.mkdir(parents=True, exist_ok=True)
@@ -64,7 +64,8 @@ def clone_workspace(source: str, workspace: Path) -> Path:
 def default_remote(workspace: Path) -> str:
     """The DVC remote the project commits in `.dvc/config`; outputs can only be shared through one."""
     found = subprocess.run(
-        [dvc_runner._dvc(), "remote", "default", "--project"], cwd=workspace, capture_output=True, text=True, env=dvc_runner._env(), timeout=120
+        [dvc_runner._dvc(), "remote", "default", "--project"],
+        cwd=workspace, capture_output=True, text=True, env=dvc_runner._env(), timeout=120, check=False,
     )
     remote = found.stdout.strip() if found.returncode == 0 else ""
     if not remote:
@@ -95,7 +96,7 @@ def _push_lock(workspace: Path, category: str, branch: str) -> str:
 
 
 def _has_identity(workspace: Path) -> bool:
-    found = subprocess.run(["git", "config", "user.email"], cwd=workspace, capture_output=True, text=True)
+    found = subprocess.run(["git", "config", "user.email"], cwd=workspace, capture_output=True, text=True, check=False)
     return bool(found.stdout.strip()) or bool(os.environ.get("GIT_COMMITTER_EMAIL"))
 
 

@@ -24,7 +24,7 @@ from tests.test_cli import OESDN
 
 
 def run(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([OESDN, *args], cwd=cwd, capture_output=True, text=True, timeout=600, env=env)
+    return subprocess.run([OESDN, *args], cwd=cwd, capture_output=True, text=True, timeout=600, env=env, check=False)
 
 
 def ok(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -31,7 +31,7 @@ def run(*args: str, cwd: Path) -> str:
         "GIT_COMMITTER_NAME": "test",
         "GIT_COMMITTER_EMAIL": "test@example.invalid",
     }
-    result = subprocess.run(list(args), cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    result = subprocess.run(list(args), cwd=cwd, env=env, capture_output=True, text=True, timeout=900, check=False)
     if result.returncode != 0:
         raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result.stdout + result.stderr

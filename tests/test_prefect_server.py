@@ -51,16 +51,17 @@ def test_served_cron_deployment_runs_to_completion(tmp_path: Path) -> None:
     try:
         with temporary_settings({PREFECT_API_URL: SERVER}), get_client(sync_client=True) as client:
             deployment = None
+            last_error: Exception | None = None
             deadline = time.monotonic() + 180
             while deployment is None and time.monotonic() < deadline:
                 assert serve.poll() is None, serve.stderr.read().decode() if serve.stderr else "oesdn serve exited"
                 try:
                     found = client.read_deployment_by_name("train-all/oesdn-scheduled")
                     deployment = found if found.parameters.get("project_dir") == str(tmp_path) else None
-                except Exception:  # noqa: BLE001 - not registered yet
-                    pass
+                except Exception as error:  # noqa: BLE001 - not registered yet: keep polling, report the last error
+                    last_error = error
                 time.sleep(0 if deployment else 1)
-            assert deployment is not None, "the deployment never appeared"
+            assert deployment is not None, f"the deployment never appeared (last error: {last_error!r})"
             (schedule,) = deployment.schedules
             assert schedule.schedule.cron == "17 3 * * 1" and schedule.schedule.timezone == "Europe/Berlin"
 

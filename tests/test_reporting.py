@@ -146,8 +146,8 @@ def test_panel_grayscale_without_ground_truth_and_fixed_vmax(tmp_path: Path) -> 
 )
 def test_panel_rejects_bad_input(tmp_path: Path, field: str, bad, message: str) -> None:
     images, masks, maps, pred, captions = _panel_inputs(2)
-    kwargs = dict(images=images, masks=masks, maps=maps, pred_masks=pred, captions=captions,
-                  path=tmp_path / "p.png")
+    kwargs = {"images": images, "masks": masks, "maps": maps, "pred_masks": pred, "captions": captions,
+              "path": tmp_path / "p.png"}
     kwargs[field] = bad
     with pytest.raises(ValueError, match=message):
         save_anomaly_panel(**kwargs)

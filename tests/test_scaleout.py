@@ -104,17 +104,21 @@ def test_two_workers_train_two_categories_concurrently_in_separate_workspaces(tm
     deployment = f"train-category-in-workspace/{name}"
 
     logs = [tmp_path / "worker-1.log", tmp_path / "worker-2.log"]
-    with temporary_settings({PREFECT_API_URL: api}), get_client(sync_client=True) as client:
-        with worker("w1", pool, env, logs[0]) as first, worker("w2", pool, env, logs[1]) as second:
-            wait_for_workers(client, pool, {"w1", "w2"}, [first, second], logs)
-            concurrent_s, results = run_on_workers(deployment, source)
-            runs = {c: client.read_flow_run(uuid.UUID(results[c]["flow_run_id"])) for c in CATEGORIES}
+    with (
+        temporary_settings({PREFECT_API_URL: api}),
+        get_client(sync_client=True) as client,
+        worker("w1", pool, env, logs[0]) as first,
+        worker("w2", pool, env, logs[1]) as second,
+    ):
+        wait_for_workers(client, pool, {"w1", "w2"}, [first, second], logs)
+        concurrent_s, results = run_on_workers(deployment, source)
+        runs = {c: client.read_flow_run(uuid.UUID(results[c]["flow_run_id"])) for c in CATEGORIES}
 
-            worker_logs = [log.read_text() for log in logs]
-            if os.environ.get("OESDN_SCALEOUT_COMPARE"):  # the timing comparison doubles the test's time: opt-in
-                stop_process_group(second, timeout=20)  # the same two runs, one after the other: one worker with one slot
-                sequential_s, _ = run_on_workers(deployment, source)
-                print(f"\nscale-out wall time: 2 workers concurrently {concurrent_s:.1f} s; one after the other {sequential_s:.1f} s")
+        worker_logs = [log.read_text() for log in logs]
+        if os.environ.get("OESDN_SCALEOUT_COMPARE"):  # the timing comparison doubles the test's time: opt-in
+            stop_process_group(second, timeout=20)  # the same two runs, one after the other: one worker with one slot
+            sequential_s, _ = run_on_workers(deployment, source)
+            print(f"\nscale-out wall time: 2 workers concurrently {concurrent_s:.1f} s; one after the other {sequential_s:.1f} s")
 
     # Both ran at once, each picked up by a different worker process, each in its own fresh workspace.
     brick, grass = runs["brick"], runs["grass"]

@@ -78,9 +78,11 @@ def markdown_report(frame: pd.DataFrame, description: str) -> str:
         "",
         description + ".",
         "",
-        f"Seeds {', '.join(str(s) for s in seeds)}: each cell is the mean ± standard deviation over seeds; "
-        "the mean row's spread is the standard deviation over seeds of the 10-class mean. "
-        "All methods of a row come from the same runs (one AE per class and seed).",
+        (
+            f"Seeds {', '.join(str(s) for s in seeds)}: each cell is the mean ± standard deviation over seeds; "
+            "the mean row's spread is the standard deviation over seeds of the 10-class mean. "
+            "All methods of a row come from the same runs (one AE per class and seed)."
+        ),
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),

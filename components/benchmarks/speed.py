@@ -127,7 +127,13 @@ def training_throughput(params: Params, config: SpeedConfig, device: torch.devic
             batch = (images, images.clamp(0.05, 0.95))  # stand-in AE targets: precomputed, as in training
         optimizer = torch.optim.Adam(network.parameters(), lr=1e-4)
 
-        def step() -> None:
+        def step(
+            objective: Any = objective,
+            network: nn.Module = network,
+            batch: tuple[torch.Tensor, ...] = batch,
+            generator: torch.Generator = generator,
+            optimizer: torch.optim.Optimizer = optimizer,
+        ) -> None:  # this iteration's objects bound as defaults, not looked up when called
             with autocast(device):
                 loss, _ = objective(network, batch, generator)
             optimizer.zero_grad(set_to_none=True)
@@ -166,7 +172,7 @@ def _compiled_if_faster(
         compiled = torch.compile(module)
         with torch.inference_mode(), autocast(device):
             seconds = time_call(lambda: compiled(inputs), device, max(config.warmup, 2), config.repeats)
-    except Exception as error:  # a backend without a compiler toolchain: report it, keep eager
+    except Exception as error:  # noqa: BLE001 - any compile failure (e.g. no toolchain): report its type, keep eager
         return module, f"failed ({type(error).__name__}), eager kept"
     if seconds < eager_seconds:
         return compiled, f"on ({eager_seconds / seconds:.2f}x faster)"
@@ -257,7 +263,7 @@ def measure_speed(params: Params, config: SpeedConfig, device: torch.device, pro
             def call() -> object:
                 batch = to_device(to_float(np.stack([load_image(p, size, channels) for p in chosen])), device)
                 with torch.inference_mode(), autocast(device):
-                    maps, scores = module(batch)
+                    _maps, scores = module(batch)
                 return scores.float().cpu()
 
             return call
@@ -361,8 +367,10 @@ def speed_markdown(report: dict[str, Any]) -> str:
     lines = [
         f"### Speed and memory: {report['device']}, torch {report['torch']}, {report['threads']} thread(s)",
         "",
-        f"Default image size {report['image_size']}x{report['image_size']}x{report['channels']} (params.yaml), batch N = "
-        f"{report['batch_size']}; {report['mixed_precision']}; {report['memory_format']}; medians of repeated runs.",
+        (
+            f"Default image size {report['image_size']}x{report['image_size']}x{report['channels']} (params.yaml), batch N = "
+            f"{report['batch_size']}; {report['mixed_precision']}; {report['memory_format']}; medians of repeated runs."
+        ),
         "",
         "| figure | AE residual | OE-SDN |",
         "|---|---|---|",
@@ -380,19 +388,25 @@ def speed_markdown(report: dict[str, Any]) -> str:
     peak = report["matmul_peak"]
     lines += [
         "",
-        f"- Decoding ({report['decode_ms_per_image']:.2f} ms per PNG) and preprocessing "
-        f"({report['preprocess_ms_batch_1']:.3f} ms at batch 1, {report['preprocess_ms_per_image_batch_n']:.4f} ms per image at batch N) "
-        "apart from the model.",
+        (
+            f"- Decoding ({report['decode_ms_per_image']:.2f} ms per PNG) and preprocessing "
+            f"({report['preprocess_ms_batch_1']:.3f} ms at batch 1, {report['preprocess_ms_per_image_batch_n']:.4f} ms per image at batch N) "
+            "apart from the model."
+        ),
         f"- OE-SDN / AE-residual time at batch N: **{report['oe_sdn_over_ae_residual_time']:.2f}x**.",
-        f"- Forward FLOPs per image: AE {flops['ae_forward_per_image'] / 1e6:.1f} M, SDN {flops['sdn_forward_per_image'] / 1e6:.1f} M; "
-        f"achieved {flops['achieved_flops_per_s'] / 1e9:.2f} GFLOP/s = **{100 * flops['fraction_of_matmul_peak']:.1f}%** of the "
-        f"measured {peak['size']}x{peak['size']} {peak['dtype']} matmul peak ({peak['flops_per_s'] / 1e9:.1f} GFLOP/s).",
+        (
+            f"- Forward FLOPs per image: AE {flops['ae_forward_per_image'] / 1e6:.1f} M, SDN {flops['sdn_forward_per_image'] / 1e6:.1f} M; "
+            f"achieved {flops['achieved_flops_per_s'] / 1e9:.2f} GFLOP/s = **{100 * flops['fraction_of_matmul_peak']:.1f}%** of the "
+            f"measured {peak['size']}x{peak['size']} {peak['dtype']} matmul peak ({peak['flops_per_s'] / 1e9:.1f} GFLOP/s)."
+        ),
         f"- Peak RSS: {report['peak_rss_mib']:.0f} MiB"
         + (f"; CUDA max allocated {report['cuda_max_memory_allocated_mib']:.0f} MiB." if "cuda_max_memory_allocated_mib" in report else "."),
         *(
             [
-                f"- Batch-norm folding (inference): OE-SDN batch N {report['fold_batchnorm_oe_sdn_images_per_s']['without']:.0f} "
-                f"-> {report['fold_batchnorm_oe_sdn_images_per_s']['with']:.0f} images/s (model only)."
+                (
+                    f"- Batch-norm folding (inference): OE-SDN batch N {report['fold_batchnorm_oe_sdn_images_per_s']['without']:.0f} "
+                    f"-> {report['fold_batchnorm_oe_sdn_images_per_s']['with']:.0f} images/s (model only)."
+                )
             ]
             if "fold_batchnorm_oe_sdn_images_per_s" in report
             else []

@@ -509,7 +509,7 @@ def generate_dataset(
 ) -> list[Path]:
     """Write several categories; all names are checked before anything is written."""
     if isinstance(categories, str):
-        raise ValueError("categories must be a sequence of category names, not a single string")
+        raise ValueError("categories must be a sequence of category names, not a single string")  # noqa: TRY004 - public API raises ValueError
     unique = list(dict.fromkeys(categories))
     for category in unique:
         _check_choice("category", category, BUNDLED_CATEGORIES)

@@ -13,6 +13,7 @@ Masks are pixel-exact: a pixel is anomalous when the defect moved some channel b
 
 from __future__ import annotations
 
+import itertools
 import zlib
 
 import numpy as np
@@ -46,7 +47,7 @@ def _line(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         step = rng.normal(0, 0.25 * size, 2)
         points.append(np.clip(points[-1] + step, 0, size - 1))
     distance = np.full((size, size), np.inf)
-    for (ay, ax), (by, bx) in zip(points[:-1], points[1:], strict=True):
+    for (ay, ax), (by, bx) in itertools.pairwise(points):
         vy, vx = by - ay, bx - ax
         t = np.clip(((y - ay) * vy + (x - ax) * vx) / max(vy * vy + vx * vx, 1e-9), 0, 1)
         distance = np.minimum(distance, np.hypot(y - ay - t * vy, x - ax - t * vx))
