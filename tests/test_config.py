@@ -13,7 +13,7 @@ def test_project_params_are_valid(project_params, tmp_path: Path) -> None:
     params = load_params(write_params(tmp_path / "params.yaml", project_params))
     assert set(params.categories) == {"brick", "grass", "gravel"}
     assert params.sdn.lambda_oer == 0.5
-    assert params.sdn.aux_transforms == ("rot90", "rot180", "rot270")
+    assert params.sdn.aux_transforms == ("foreign_patch", "noise_patch")
 
 
 @pytest.mark.parametrize(
