@@ -18,8 +18,6 @@ layout is MVTec AD's, so the suite runs through the pipeline's own stages.
 
 from __future__ import annotations
 
-import zlib
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -50,11 +48,6 @@ class DevSuiteSpec:
     test_good_count: int = 30
     test_per_defect: int = 8
     seed: int = 0
-
-
-def _rng(seed: int, category: str, split: str, defect: str | None, index: int) -> np.random.Generator:
-    key = [seed, *(zlib.crc32(name.encode()) for name in (category, split, defect or "good")), index]
-    return np.random.default_rng(np.random.SeedSequence(key))
 
 
 @cache
@@ -156,10 +149,9 @@ def generate_category(root: Path, category: str, spec: DevSuiteSpec, progress: b
     jobs += [("test", None, i) for i in range(spec.test_good_count)]
     jobs += [("test", d, i) for d in defect_types(category) for i in range(spec.test_per_defect)]
     context = synthetic._Context(category, spec.image_size)
-    render: Callable[..., np.ndarray] = normal_image
     for split, defect, index in tqdm(jobs, desc=f"devsuite {category}", unit="img", disable=not progress):
-        rng = _rng(spec.seed, category, split, defect, index)
-        clean = render(category, split, spec.image_size, rng)
+        rng = synthetic._sample_rng(spec.seed, category, split, defect, index)  # one stream per image, as the bundled set
+        clean = normal_image(category, split, spec.image_size, rng)
         name = f"{index:03d}.png"
         if defect is None:
             _save(synthetic._to_uint8(clean), folder / split / "good" / name)
