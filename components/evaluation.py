@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -9,6 +10,7 @@ import pandas as pd
 
 from components.data.images import load_mask, probe_image
 from components.metrics import (
+    MIN_TAIL_FIT_SCORES,
     aupro,
     f1_at_threshold,
     image_auroc,
@@ -21,6 +23,7 @@ from components.metrics import (
 from components.models.oesdn.bundle import BundleModel
 
 THRESHOLD_RULES = ("empirical", "lognormal")
+LOGGER = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -46,7 +49,17 @@ def upsample_maps(maps: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 
 def image_threshold(val_scores: np.ndarray, quantile: float, rule: str) -> float:
-    """The image threshold from held-out normal scores: `empirical` quantile or `lognormal` tail fit."""
+    """The image threshold from held-out normal scores: `empirical` quantile or `lognormal` tail fit.
+
+    A tail fit needs three scores; with fewer (a smoke-sized split) the empirical rule, which is
+    then the largest score, is used and a warning says so rather than failing the evaluation.
+    """
+    if rule == "lognormal" and quantile < 1.0 and np.asarray(val_scores).size < MIN_TAIL_FIT_SCORES:
+        LOGGER.warning(
+            "score.threshold_rule lognormal needs %d validation scores, got %d: using the empirical rule",
+            MIN_TAIL_FIT_SCORES, np.asarray(val_scores).size,
+        )
+        rule = "empirical"
     if rule == "empirical" or quantile >= 1.0:
         return threshold_from_normal_scores(val_scores, quantile)
     if rule == "lognormal":

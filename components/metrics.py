@@ -238,6 +238,10 @@ def threshold_from_normal_scores(normal_scores: np.ndarray, quantile: float) -> 
     return float(np.quantile(s.ravel(), q, method="higher"))
 
 
+MIN_TAIL_FIT_SCORES = 3
+"""A mean and a sample spread need two scores; a third keeps one from being a coin flip."""
+
+
 def lognormal_tail_threshold(normal_scores: np.ndarray, quantile: float) -> float:
     """The `quantile` of a log-normal fitted to held-out NORMAL scores, never below their maximum.
 
@@ -253,8 +257,8 @@ def lognormal_tail_threshold(normal_scores: np.ndarray, quantile: float) -> floa
     if not 0.0 < q < 1.0:
         raise ValueError(f"quantile must be in (0, 1) for a tail fit, got {quantile!r}")
     s = _as_scores(normal_scores, "normal_scores").ravel()
-    if s.size < 3:
-        raise ValueError(f"a tail fit needs at least 3 normal scores, got {s.size}")
+    if s.size < MIN_TAIL_FIT_SCORES:
+        raise ValueError(f"a tail fit needs at least {MIN_TAIL_FIT_SCORES} normal scores, got {s.size}")
     logs = np.log(np.maximum(s, np.finfo(np.float64).tiny))
     fitted = float(np.exp(logs.mean() + norm.ppf(q) * logs.std(ddof=1)))
     return max(fitted, float(s.max()))

@@ -125,6 +125,16 @@ def test_lognormal_threshold_holds_its_false_alarm_rate_on_unseen_normals() -> N
         lognormal_tail_threshold(np.array([1.0, 2.0]), 0.99)
 
 
+def test_a_split_too_small_for_a_tail_fit_falls_back_to_the_empirical_rule_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    from components.evaluation import image_threshold
+
+    with caplog.at_level("WARNING"):
+        assert image_threshold(np.array([1.0, 2.0]), 0.99, "lognormal") == 2.0
+    assert "score.threshold_rule" in caplog.text
+    with pytest.raises(ValueError, match="unknown threshold rule"):
+        image_threshold(np.array([1.0, 2.0, 3.0]), 0.99, "median")
+
+
 def test_operating_point_counts_false_alarms_and_recall_per_defect_type() -> None:
     labels = np.array([0, 0, 0, 0, 1, 1, 1])
     scores = np.array([0.1, 0.2, 0.9, 0.3, 0.8, 0.1, 0.95])
