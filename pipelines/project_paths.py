@@ -20,6 +20,17 @@ class ProjectLayout:
     def models(self, category: str) -> Path:
         return self.root / "models" / category
 
+    def network(self, category: str, kind: str) -> Path:
+        """A trained network file, `kind` "ae" or "sdn"."""
+        return self.models(category) / f"{kind}.pt"
+
+    def history(self, category: str, kind: str) -> Path:
+        return self.models(category) / f"{kind}_history.csv"
+
+    def relative(self, path: Path) -> str:
+        """`path` as DVC and lineage tags name it: relative to the project root, with `/`."""
+        return path.relative_to(self.root).as_posix()
+
     def reports(self, category: str) -> Path:
         return self.root / "reports" / category
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -14,24 +12,20 @@ PIPELINE_RUN_ENV = "OESDN_PIPELINE_RUN"
 
 
 def dvc_md5(path: Path) -> str:
-    """The md5 `dvc.lock` records for a file, or for a directory (`<md5 of its listing>.dir`)."""
-    if path.is_file():
-        return _file_md5(path)
-    if not path.is_dir():
+    """The md5 `dvc.lock` records for a file or a directory (`<hash>.dir`), computed by DVC's own
+    `dvc-data` library, so the tag stays equal to the lock entry whatever DVC's hash format does."""
+    import tempfile
+
+    from dvc_data.hashfile.build import build
+    from dvc_data.hashfile.db import HashFileDB
+    from dvc_objects.fs.local import LocalFileSystem
+
+    if not path.exists():
         raise FileNotFoundError(f"dependency {path} does not exist")
-    listing = sorted(
-        ({"md5": _file_md5(file), "relpath": file.relative_to(path).as_posix()} for file in path.rglob("*") if file.is_file()),
-        key=lambda entry: entry["relpath"],
-    )
-    return hashlib.md5(json.dumps(listing, sort_keys=True).encode("utf-8")).hexdigest() + ".dir"
-
-
-def _file_md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    fs = LocalFileSystem()
+    with tempfile.TemporaryDirectory() as scratch:  # a dry run stores nothing; build still wants a database
+        _, _, obj = build(HashFileDB(fs, scratch), str(path), fs, "md5", dry_run=True)
+    return str(obj.hash_info.value)
 
 
 def dependency_tags(root: Path, dependencies: Iterable[str]) -> dict[str, str]:

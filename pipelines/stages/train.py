@@ -62,18 +62,19 @@ def save_trained(
 ) -> None:
     """Write the network with its history and provenance, then log the stage."""
     assert ctx.category is not None
-    out_dir = ctx.layout.models(ctx.category)
+    layout = ctx.layout
     record = {"provenance": provenance, "best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss, **extra}
-    save_network(out_dir / f"{kind}.pt", network, kind, arch, record)
-    with atomic_path(out_dir / f"{kind}_history.csv") as tmp:
+    network_file, history_file = layout.network(ctx.category, kind), layout.history(ctx.category, kind)
+    save_network(network_file, network, kind, arch, record)
+    with atomic_path(history_file) as tmp:
         pd.DataFrame(result.history).to_csv(tmp, index=False)
-    upstream = [f"data/prepared/{ctx.category}"] + ([f"models/{ctx.category}/ae.pt"] if kind == "sdn" else [])
+    upstream = [layout.prepared(ctx.category)] + ([layout.network(ctx.category, "ae")] if kind == "sdn" else [])
     track_stage(
         ctx,
         f"train_{kind}",
         provenance,
-        upstream,
-        {out_dir / f"{kind}.pt": "checkpoints", out_dir / f"{kind}_history.csv": "history"},
+        [layout.relative(path) for path in upstream],
+        {network_file: "checkpoints", history_file: "history"},
         history=result.history,
     )
     print(f"{ctx.category}: {kind} best validation loss {result.best_val_loss:.5f} at epoch {result.best_epoch}")

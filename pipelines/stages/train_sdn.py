@@ -24,7 +24,7 @@ def run(ctx: StageContext) -> None:
     data_hash, data = seeded_inputs(ctx)
     params = ctx.params
     device = select_device(ctx.device)
-    autoencoder, _ = load_network(ctx.layout.models(ctx.category) / "ae.pt", "ae")
+    autoencoder, _ = load_network(ctx.layout.network(ctx.category, "ae"), "ae")
     train, val = to_float(data.train), to_float(data.val)
     with torch.no_grad():
         train_targets = batched_inference(autoencoder, train, params.sdn.batch_size, device)
