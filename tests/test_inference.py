@@ -163,6 +163,14 @@ def test_onnx_export_matches_torch_within_1e_4(project: Path, tmp_path: Path) ->
             np.testing.assert_allclose(onnx_scores, scores[part], rtol=0, atol=1e-4)
 
 
+def test_bench_predict_prints_torch_and_onnx_throughput(project: Path, tmp_path: Path) -> None:
+    result = ok("bench", "predict", "--model", "models/brick", "--batch-size", "4", "--repeats", "1", "--threads", "1", "--out", str(tmp_path), cwd=project)
+    rows = [line for line in result.stdout.splitlines() if line.startswith(("| torch", "| onnxruntime"))]
+    assert [row.split("|")[1:3] for row in rows] == [[" torch ", " 1 "], [" onnxruntime ", " 1 "], [" torch ", " 4 "], [" onnxruntime ", " 4 "]]
+    assert all(float(row.split("|")[3]) > 0 for row in rows)
+    assert (tmp_path / "predict_speed.md").read_text() in result.stdout
+
+
 def test_s3_access_denied_and_missing_objects_name_the_object(tmp_path: Path) -> None:
     import boto3
     from botocore.stub import Stubber

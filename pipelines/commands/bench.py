@@ -1,4 +1,5 @@
-"""`oesdn bench oneclass|devsuite|speed`: the paper's one-class benchmark, the development suite, speed/memory.
+"""`oesdn bench oneclass|devsuite|speed|predict`: the paper's one-class benchmark, the development suite,
+training speed/memory, and `oesdn predict` throughput (torch vs onnxruntime).
 
 The work lives in components/benchmarks; this module only parses arguments and writes the results.
 """
@@ -35,7 +36,7 @@ def add_parser(commands: Any) -> None:
 
     suite = modes.add_parser("devsuite", help="the development suite: the pipeline's own stages on unseen categories, over seeds")
     common(suite, default_threads=1)
-    suite.add_argument("--root", type=Path, default=Path("data/devsuite"), help="where the suite's MVTec-layout folders are (built if missing)")
+    suite.add_argument("--root", type=Path, default=Path("data/devsuite"), help="MVTec-layout folders: the suite's are built if missing; others (e.g. data/bundled) must exist")
     suite.add_argument("--categories", nargs="+", help="suite categories (default: all)")
     suite.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default 0 1 2)")
     suite.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="params override, e.g. sdn.lambda_oer=0 (repeatable)")
@@ -46,6 +47,13 @@ def add_parser(commands: Any) -> None:
     speed = modes.add_parser("speed", help="training/inference throughput, latency, FLOP/s vs matmul peak, peak RSS")
     common(speed, default_threads=2)
     speed.add_argument("--params", type=Path, help="project params file (default: speed.params of the settings)")
+
+    predict = modes.add_parser("predict", help="`oesdn predict` throughput: torch vs onnxruntime, batch 1 vs batch N")
+    common(predict, default_threads=2)
+    predict.add_argument("--model", default="models/brick", help="bundle folder or models:/ URI (default: models/brick)")
+    predict.add_argument("--images", type=Path, help="image folder (default: data/bundled/<category>/test)")
+    predict.add_argument("--batch-size", type=int, default=32, help="N of the batch-N rows (default: 32)")
+    predict.add_argument("--repeats", type=int, default=3, help="passes per row; the median is reported")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
         return _oneclass(args, settings, device)
     if args.bench_command == "devsuite":
         return _devsuite(args, device)
+    if args.bench_command == "predict":
+        return _predict(args)
     return _speed(args, settings, device)
 
 
@@ -99,10 +109,13 @@ def _devsuite(args: argparse.Namespace, device: Any) -> int:
     from pipelines.devsuite import parse_overrides, run_suite
 
     categories = args.categories or list(CATEGORIES)
-    unknown = sorted(set(categories) - set(CATEGORIES))
-    if unknown:
-        raise SystemExit(f"oesdn bench devsuite: unknown categories {unknown}; choose from {list(CATEGORIES)}")
-    generate_devsuite(args.root, tuple(categories), progress=not args.no_progress)
+    missing = sorted(c for c in set(categories) - set(CATEGORIES) if not (args.root / c).is_dir())
+    if missing:
+        raise SystemExit(
+            f"oesdn bench devsuite: no folder for categories {missing} under {args.root}; "
+            f"the suite builds {list(CATEGORIES)}, any other category must already be there (e.g. --root data/bundled)"
+        )
+    generate_devsuite(args.root, tuple(c for c in categories if c in CATEGORIES), progress=not args.no_progress)
     overrides = parse_overrides(args.overrides)
     records = run_suite(
         args.params, args.root, categories, args.seeds, overrides, args.cache, str(device), not args.no_progress, use_cache=not args.no_cache
@@ -130,4 +143,18 @@ def _speed(args: argparse.Namespace, settings: Any, device: Any) -> int:
     write_text_atomic(md_path, speed_markdown(report))
     print(md_path.read_text(encoding="utf-8"))
     print(f"wrote {json_path} and {md_path}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from components.benchmarks.predict_speed import measure_predict_speed
+    from components.io import write_text_atomic
+
+    if args.batch_size < 1 or args.repeats < 1:
+        raise SystemExit(f"oesdn bench predict: --batch-size and --repeats must be >= 1, got {args.batch_size}, {args.repeats}")
+    markdown = measure_predict_speed(args.model, args.images, args.batch_size, args.repeats, Path.cwd())
+    out = args.out / "predict_speed.md"
+    write_text_atomic(out, markdown)
+    print(markdown)
+    print(f"wrote {out}")
     return 0

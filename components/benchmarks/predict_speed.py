@@ -1,15 +1,12 @@
 """Throughput of `oesdn predict`'s model on this machine: torch vs onnxruntime, batch 1 vs batch N.
 
-    python benchmarks/predict_speed.py --model models/brick --batch-size 32
-
-Images are the bundled test images, decoded once up front (decoding is timed on its own line), so
-the network rows compare the two runtimes on equal input. Each figure is the median of --repeats
-passes over all images, after one warm-up pass; on a shared machine, compare rows of one run only.
+Images are decoded once up front (decoding is timed on its own line), so the network rows compare
+the two runtimes on equal input. Each figure is the median of `repeats` passes over all images,
+after one warm-up pass; on a shared machine, compare rows of one run only.
 """
 
 from __future__ import annotations
 
-import argparse
 import platform
 import statistics
 import tempfile
@@ -18,10 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import torch
 
 
-def _images_per_second(run: Callable[[], None], count: int, repeats: int) -> float:
+def images_per_second(run: Callable[[], None], count: int, repeats: int) -> float:
     run()  # warm-up: allocator, oneDNN primitives, onnxruntime's first-run graph work
     times = []
     for _ in range(repeats):
@@ -31,13 +27,9 @@ def _images_per_second(run: Callable[[], None], count: int, repeats: int) -> flo
     return count / statistics.median(times)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="models/brick", help="bundle folder (default: models/brick)")
-    parser.add_argument("--images", type=Path, default=None, help="image folder (default: data/bundled/<category>/test)")
-    parser.add_argument("--batch-size", type=int, default=32, help="N of the batch-N rows (default: 32)")
-    parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
+def measure_predict_speed(model_spec: str, images_dir: Path | None, batch_size: int, repeats: int, project: Path) -> str:
+    """The benchmark as markdown: a header line, the decode rate and one row per runtime and batch."""
+    import torch
 
     from components.inference.models import resolve_model
     from components.inference.onnx_export import INPUT_NAME, export_onnx, onnx_session
@@ -46,9 +38,9 @@ def main() -> None:
     from components.models.oesdn.bundle import BundleModel
 
     with tempfile.TemporaryDirectory() as scratch:
-        resolved = resolve_model(args.model, Path.cwd(), Path(scratch))
+        resolved = resolve_model(model_spec, project, Path(scratch))
         model = BundleModel.load(resolved.bundle_dir, device="cpu")
-        folder = args.images or Path("data/bundled") / model.info.category / "test"
+        folder = images_dir or project / "data" / "bundled" / model.info.category / "test"
         paths = [s.path for s in expand_sources([str(folder)], Path(scratch))]
         started = time.perf_counter()
         images = np.stack([read_image(model, path) for path in paths])
@@ -67,22 +59,19 @@ def main() -> None:
 
         n = len(images)
         rows = [
-            (runtime, batch, _images_per_second(make(batch), n, args.repeats))
-            for batch in (1, args.batch_size)
+            (runtime, batch, images_per_second(make(batch), n, repeats))
+            for batch in (1, batch_size)
             for runtime, make in (("torch", torch_run), ("onnxruntime", onnx_run))
         ]
-
     pre = model.info.preprocessing
-    print(
-        f"{n} images at {pre.channels}x{pre.image_size}x{pre.image_size}, {platform.processor() or platform.machine()}, "
-        f"torch {torch.__version__} ({torch.get_num_threads()} threads), median of {args.repeats}"
-    )
-    print(f"decode (Pillow, one thread): {decode_rate:.0f} images/s")
-    print("| runtime | batch | images/s | ms/image |")
-    print("|---|---:|---:|---:|")
-    for runtime, batch, rate in rows:
-        print(f"| {runtime} | {batch} | {rate:.1f} | {1000 / rate:.1f} |")
-
-
-if __name__ == "__main__":
-    main()
+    machine = platform.processor() or platform.machine()
+    threads = torch.get_num_threads()
+    lines = [
+        f"{n} images at {pre.channels}x{pre.image_size}x{pre.image_size}, {machine}, torch {torch.__version__} ({threads} threads), median of {repeats}",
+        f"decode (Pillow, one thread): {decode_rate:.0f} images/s",
+        "",
+        "| runtime | batch | images/s | ms/image |",
+        "|---|---:|---:|---:|",
+        *(f"| {runtime} | {batch} | {rate:.1f} | {1000 / rate:.1f} |" for runtime, batch, rate in rows),
+    ]
+    return "\n".join(lines) + "\n"
