@@ -8,18 +8,18 @@ never has to know where a value came from.
 from __future__ import annotations
 
 import copy
-import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from components.safe_paths import plain_folder_name
+
 AUX_TRANSFORMS = (
     "rot90", "rot180", "rot270", "hflip", "vflip", "gaussian_noise", "gaussian_blur", "invert", "channel_shuffle",
     "foreign_patch", "noise_patch",
 )
-CATEGORY_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
 class ConfigError(ValueError):
@@ -144,7 +144,7 @@ def _short(value: Any) -> str:
 
 
 class ScoreConfig(_Section):
-    distance: Literal["squared", "absolute"]
+    distance: Literal["squared", "absolute", "ssim", "mse_dssim"]
     smoothing_sigma: float = Field(ge=0.0, le=32.0, description="Gaussian smoothing of maps; 0 disables it")
     reduction: Literal["mean", "max", "topk_mean"]
     topk_fraction: float = Field(gt=0.0, le=1.0)
@@ -213,8 +213,7 @@ class Params(_Section):
             raise ValueError("must be a mapping of category name to overrides, e.g. {brick: {}}")  # noqa: TRY004 - pydantic reports only ValueError
         overridable = set(_OVERRIDABLE)
         for name, overrides in value.items():
-            if not CATEGORY_NAME.match(str(name)) or name in {".", ".."}:
-                raise ValueError(f"category {name!r} is not a plain folder name (letters, digits, _ . -)")
+            plain_folder_name(name, what="category")  # folder names and `--category NAME` in dvc.yaml
             if overrides is None:
                 value[name] = {}
             elif not isinstance(overrides, dict) or not set(overrides) <= overridable:

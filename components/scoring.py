@@ -14,11 +14,13 @@ import torch
 
 METHODS = ("oe_sdn", "ae_l2", "ae_ssim")
 Reduction = Literal["mean", "max", "topk_mean"]
+Distance = Literal["squared", "absolute", "ssim", "mse_dssim"]
+DISTANCES: tuple[str, ...] = ("squared", "absolute", "ssim", "mse_dssim")
 
 
 @dataclass(frozen=True)
 class ScoringSettings:
-    distance: Literal["squared", "absolute"]
+    distance: Distance
     """How OE-SDN compares f_OS(x) with f_AE(x) per pixel (see `oe_sdn_map`)."""
     smoothing_sigma: float
     reduction: Reduction
@@ -26,19 +28,26 @@ class ScoringSettings:
     ssim_window: int
 
 
-def oe_sdn_map(sdn_output: torch.Tensor, ae_output: torch.Tensor, distance: str = "squared") -> torch.Tensor:
+def oe_sdn_map(sdn_output: torch.Tensor, ae_output: torch.Tensor, distance: str = "squared", ssim_window: int = 7) -> torch.Tensor:
     """Where the AE changed content, not just style: f_OS(x) vs f_AE(x), averaged over channels.
 
     The paper writes |f_OS(x) - f_AE(x)|. Per channel, |d| and d^2 rank pixels alike; they differ
-    once channels are averaged and maps smoothed. "squared" matches the AE-L2 baseline's form, so
-    the two maps differ only in what the AE output is compared with.
+    once channels are averaged and maps smoothed. "squared" matches the AE-L2 baseline's form.
+    "ssim" (1 - SSIM) and "mse_dssim" (the training distance d = MSE + DSSIM, per pixel) compare
+    local structure as well as intensity: a benign global shift in brightness or texture moves
+    every pixel of f_OS(x) - f_AE(x) a little, which squared differences add up, while SSIM
+    discounts a shared change of local mean and contrast.
     """
     difference = sdn_output.float() - ae_output.float()
     if distance == "squared":
         return difference.pow(2).mean(dim=1)
     if distance == "absolute":
         return difference.abs().mean(dim=1)
-    raise ValueError(f"unknown OE-SDN distance {distance!r}; choose squared or absolute")
+    if distance == "ssim":
+        return ssim_residual_map(sdn_output, ae_output, ssim_window)
+    if distance == "mse_dssim":
+        return difference.pow(2).mean(dim=1) + ssim_residual_map(sdn_output, ae_output, ssim_window) / 2
+    raise ValueError(f"unknown OE-SDN distance {distance!r}; choose from {list(DISTANCES)}")
 
 
 def l2_residual_map(images: torch.Tensor, ae_output: torch.Tensor) -> torch.Tensor:
@@ -79,7 +88,7 @@ def method_maps(
 ) -> dict[str, torch.Tensor]:
     """Smoothed (N, H, W) maps of every method in `METHODS` for one batch."""
     raw = {
-        "oe_sdn": oe_sdn_map(sdn_output, ae_output, settings.distance),
+        "oe_sdn": oe_sdn_map(sdn_output, ae_output, settings.distance, settings.ssim_window),
         "ae_l2": l2_residual_map(images, ae_output),
         "ae_ssim": ssim_residual_map(images, ae_output, settings.ssim_window),
     }

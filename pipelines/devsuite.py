@@ -4,7 +4,8 @@ Each (settings, seed, category) run gets its own workspace under the cache folde
 of `params.yaml` plus the given overrides, `data.root` pointed at the suite and tracking off, and
 runs prepare, train-ae, train-sdn and evaluate exactly as `dvc repro` would. A finished run's
 `metrics.json` is reused, so an interrupted suite resumes, and two processes (one per seed) can
-share the machine.
+share the machine. Workspaces are keyed on the training settings alone, so a run that changes only
+`score` or `evaluate` (e.g. `--set score.distance=ssim`) re-evaluates the trained networks.
 """
 
 from __future__ import annotations
@@ -66,6 +67,19 @@ def run_key(params: Params) -> str:
     return hashlib.sha256(json.dumps(dumped, sort_keys=True).encode()).hexdigest()[:12]
 
 
+TRAINING_SECTIONS = ("seed", "data", "bundled", "loss", "ae", "sdn")
+"""What the prepare and training stages read; `score` is read by train-sdn only to rank
+`sdn.candidates`, so with candidates listed the score section is part of the training too."""
+
+
+def training_key(params: Params) -> str:
+    """Identifies the trained networks of a run: two runs with this key share a workspace."""
+    dumped = params.model_dump(mode="json")
+    dumped["data"].pop("root")
+    sections = TRAINING_SECTIONS + (("score",) if params.sdn.candidates else ())
+    return hashlib.sha256(json.dumps({k: dumped[k] for k in sections}, sort_keys=True).encode()).hexdigest()[:12]
+
+
 def _source_hash() -> str:
     from components.provenance import code_version
     from pipelines.context import CODE_ROOT
@@ -74,15 +88,28 @@ def _source_hash() -> str:
 
 
 def run_category(params: Params, category: str, workdir: Path, device: str, progress: bool) -> dict[str, Any]:
-    """prepare -> train-ae -> train-sdn -> evaluate in `workdir`; the metrics record and timings."""
+    """prepare -> train-ae -> train-sdn -> evaluate in `workdir`; the metrics record and timings.
+
+    When `workdir` already holds this category's networks trained with the same training key,
+    only evaluate runs, and the record keeps the training's CPU seconds.
+    """
+    from components.io import write_json_atomic
     from pipelines.stages import evaluate, prepare, train, train_sdn
 
     ctx = StageContext(params=params, layout=ProjectLayout(workdir), category=category, progress=progress, device=device)
-    seconds: dict[str, float] = {}
-    for name, stage in (("prepare", prepare.run), ("train_ae", train.run_ae), ("train_sdn", train_sdn.run), ("evaluate", evaluate.run)):
+    trained = ctx.layout.models(category) / "devsuite_training.json"
+    key = training_key(params)
+    previous = json.loads(trained.read_text()) if trained.is_file() else {}
+    steps = (("prepare", prepare.run), ("train_ae", train.run_ae), ("train_sdn", train_sdn.run))
+    seconds: dict[str, float] = dict(previous.get("cpu_seconds", {})) if previous.get("training_key") == key else {}
+    for name, stage in steps if not seconds else ():
         tick = time.process_time()
         stage(ctx)
         seconds[name] = time.process_time() - tick
+    write_json_atomic(trained, {"training_key": key, "cpu_seconds": seconds})
+    tick = time.process_time()
+    evaluate.run(ctx)
+    seconds["evaluate"] = time.process_time() - tick
     metrics = json.loads((ctx.layout.reports(category) / "metrics.json").read_text())
     return {"category": category, "seed": params.seed, "metrics": metrics, "cpu_seconds": seconds}
 
@@ -115,7 +142,8 @@ def run_suite(
                 tqdm.write(f"{category} seed {seed}: reusing the result of other code ({done}); --no-cache re-runs it")
             records.append(record)
             continue
-        record = run_category(params, category, cache / key / f"seed{seed}", device, progress=False)
+        workspace = cache / f"train-{training_key(params)}" / f"seed{seed}"
+        record = run_category(params, category, workspace, device, progress=False)
         record |= {"settings_key": key, "source_sha256": source, "overrides": overrides}
         write_json_atomic(done, record)
         tqdm.write(_one_line(record))

@@ -227,3 +227,31 @@ def test_smoke_speed_cli(tmp_path: Path) -> None:
         assert figures["images_per_s_batch_n_model"] > 0 and figures["images_per_s_batch_n_end_to_end"] > 0
     assert report["training"]["ae_images_per_s"] > 0 and report["training"]["sdn_images_per_s"] > 0
     assert "matmul peak" in (tmp_path / "speed.md").read_text()
+
+
+def test_devsuite_cli_runs_the_pipeline_stages_and_reuses_training_for_a_scoring_change(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import yaml
+
+    from tests.conftest import tiny_params, write_params
+
+    params = tiny_params(yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text()))
+    params["bundled"]["image_size"] = 32
+    params_file = write_params(tmp_path / "params.yaml", params)
+    monkeypatch.chdir(tmp_path)
+    assert main(["--params", str(params_file), "--no-progress", "generate"]) == 0
+    data = tmp_path / "data" / "bundled"
+    cache, out = tmp_path / "cache", tmp_path / "out"
+    common = ["--params", str(params_file), "--no-progress", "bench", "devsuite", "--root", str(data), "--categories", "brick",
+              "--seeds", "0", "--cache", str(cache), "--out", str(out), "--settings", str(SETTINGS)]
+    assert main([*common, "--name", "first"]) == 0
+    (workspace,) = cache.glob("train-*/seed0")
+    networks = {name: (workspace / "models" / "brick" / name).stat().st_mtime_ns for name in ("ae.pt", "sdn.pt")}
+    assert main([*common, "--name", "ssim", "--set", "score.distance=ssim"]) == 0
+    assert [workspace] == list(cache.glob("train-*/seed0"))
+    assert networks == {name: (workspace / "models" / "brick" / name).stat().st_mtime_ns for name in networks}, "a scoring change re-evaluates, never retrains"
+    first, ssim = pd.read_csv(out / "first.csv"), pd.read_csv(out / "ssim.csv")
+    assert set(first["method"]) == set(ssim["method"]) == {"oe_sdn", "ae_l2", "ae_ssim"}
+    by_method = {name: frame.set_index("method")["pixel_auroc"] for name, frame in (("first", first), ("ssim", ssim))}
+    assert by_method["first"]["ae_l2"] == by_method["ssim"]["ae_l2"] and by_method["first"]["oe_sdn"] != by_method["ssim"]["oe_sdn"]
+    with pytest.raises(SystemExit, match="no folder for categories"):
+        main([*common, "--categories", "no_such_category"])

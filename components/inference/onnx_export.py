@@ -45,7 +45,7 @@ class ExportableDetector(nn.Module):
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         settings = self.settings
-        maps = smooth_maps(oe_sdn_map(self.sdn(images), self.ae(images), settings.distance), settings.smoothing_sigma)
+        maps = smooth_maps(oe_sdn_map(self.sdn(images), self.ae(images), settings.distance, settings.ssim_window), settings.smoothing_sigma)
         if settings.reduction == "topk_mean":
             return maps, maps.flatten(start_dim=1).topk(self.topk, dim=1).values.mean(dim=1)
         return maps, reduce_maps(maps, settings.reduction, settings.topk_fraction)

@@ -32,7 +32,7 @@ class OESDNDetector(nn.Module):
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """OE-SDN only: (anomaly maps (N, H, W), image scores (N,)) for images in [0, 1]."""
-        raw = oe_sdn_map(self.sdn(images), self.ae(images), self.settings.distance)
+        raw = oe_sdn_map(self.sdn(images), self.ae(images), self.settings.distance, self.settings.ssim_window)
         maps = smooth_maps(raw, self.settings.smoothing_sigma)
         return maps, reduce_maps(maps, self.settings.reduction, self.settings.topk_fraction)
 
