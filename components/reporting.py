@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from io import StringIO
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,6 +21,7 @@ from components.io import atomic_path, write_json_atomic, write_text_atomic
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from matplotlib.axes import Axes
+    from matplotlib.colors import Normalize
     from matplotlib.figure import Figure
 
 METHOD_LABELS: dict[str, str] = {
@@ -50,6 +51,18 @@ _FALLBACK_COLORS = ("#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17b
 
 _DPI = 120
 _MISSING = "—"
+
+HEATMAP_COLORMAP = "inferno"
+"""The one colour map of every heat map: the panel, the evaluation page and `oesdn predict --maps`."""
+HEATMAP_SATURATION = 2.0
+"""Every heat map shows map / pixel threshold clipped to [0, 2]: the threshold sits at mid-scale on
+every image, so a calm image looks calm (per-image min-max scaling would paint the strongest texture
+of a normal image as bright as a real defect)."""
+PREDICTED_OUTLINE = "#00e5ff"
+"""Outline of the predicted region (pixels above the pixel threshold): cyan stands out on inferno."""
+
+OUTCOME_COLORS: dict[str, str] = {"miss": "#c62828", "false alarm": "#e65100", "hit": "#2e7d32", "correct pass": "#546e7a"}
+"""What the verdict did for an image with a known label, errors first; one colour each, in every report."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -92,6 +105,47 @@ def _as_1d_float(values: Any, name: str) -> np.ndarray:
     if array.ndim != 1:
         raise ValueError(f"{name} must be 1-D, got shape {array.shape}")
     return array
+
+
+def verdict(flagged: bool) -> str:
+    """The model's call, in a quality engineer's words; callers prefix it with "pred" so it never reads as truth."""
+    return "defective" if flagged else "good"
+
+
+def outcome(label: int, flagged: bool) -> str:
+    """hit / miss / false alarm / correct pass: the verdict set against the image's true label."""
+    if label:
+        return "hit" if flagged else "miss"
+    return "false alarm" if flagged else "correct pass"
+
+
+def heat_scale(pixel_threshold: float) -> float:
+    """The map value at which every heat map saturates (see HEATMAP_SATURATION); 1 for a degenerate
+    zero threshold (every validation map zero), so such a bundle still draws instead of failing."""
+    if not math.isfinite(pixel_threshold):
+        raise ValueError(f"the pixel threshold must be finite, got {pixel_threshold!r}")
+    return HEATMAP_SATURATION * pixel_threshold if pixel_threshold > 0 else 1.0
+
+
+def heat_lut() -> np.ndarray:
+    """uint8 (256, 3) RGB lookup table of HEATMAP_COLORMAP: colouring a map is one indexing operation."""
+    from matplotlib import colormaps
+
+    return (colormaps[HEATMAP_COLORMAP](np.linspace(0.0, 1.0, 256))[:, :3] * 255).round().astype(np.uint8)
+
+
+def heat_rgb(anomaly_map: np.ndarray, pixel_threshold: float, lut: np.ndarray) -> np.ndarray:
+    """uint8 (..., 3) colours of a map on the shared scale (NaN counts as 0)."""
+    fraction = np.nan_to_num(np.asarray(anomaly_map, dtype=np.float64), nan=0.0) / heat_scale(pixel_threshold)
+    return lut[np.clip(fraction * 255.0, 0, 255).astype(np.uint8)]
+
+
+def region_outline(mask: np.ndarray) -> np.ndarray:
+    """bool (H, W): the pixels of `mask` that touch a pixel outside it (4-neighbourhood), its outline."""
+    mask = np.asarray(mask, dtype=bool)
+    padded = np.pad(mask, 1, mode="edge")
+    interior = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    return mask & ~interior
 
 
 # --------------------------------------------------------------------------------------------
@@ -241,7 +295,7 @@ def _validate_panel_inputs(
     maps: np.ndarray,
     pred_masks: np.ndarray,
     captions: Sequence[str],
-    vmax: float | None,
+    outcomes: Sequence[str] | None,
 ) -> None:
     if images.ndim != 4 or images.shape[1] not in (1, 3):
         raise ValueError(
@@ -262,8 +316,8 @@ def _validate_panel_inputs(
             )
     if len(captions) != n:
         raise ValueError(f"need one caption per image: {n} images but {len(captions)} captions")
-    if vmax is not None and not (math.isfinite(vmax) and vmax > 0):
-        raise ValueError(f"vmax must be a positive finite number, got {vmax!r}")
+    if outcomes is not None and (len(outcomes) != n or not set(outcomes) <= set(OUTCOME_COLORS)):
+        raise ValueError(f"need one outcome per image out of {list(OUTCOME_COLORS)}, got {list(outcomes)}")
 
 
 def _to_display(image_chw: np.ndarray) -> tuple[np.ndarray, str | None]:
@@ -303,6 +357,12 @@ def _clean_axes(ax: Axes) -> None:
         spine.set_color("0.75")
 
 
+PANEL_NOTE = (
+    "pred: the model's verdict (image score above the image threshold). Outlines: pixels above the pixel threshold,\n"
+    "a separate cut, so a passed image may still show small outlines. Marks set the verdict against the true label."
+)
+
+
 def save_anomaly_panel(
     images: np.ndarray,
     masks: np.ndarray | None,
@@ -310,16 +370,17 @@ def save_anomaly_panel(
     pred_masks: np.ndarray,
     captions: Sequence[str],
     path: Path,
-    vmax: float | None = None,
+    pixel_threshold: float,
+    outcomes: Sequence[str] | None = None,
     metadata: Mapping[str, str] | None = None,
 ) -> None:
-    """Draw image | ground truth | heat map | predicted mask, one row per image, for eyeballing.
+    """Draw image | ground truth | heat map | predicted region, one row per image, for eyeballing.
 
     images: float (N, C, H, W) in [0, 1], C = 1 or 3. masks: bool (N, H, W), or None when the
     dataset has no pixel labels (a "no ground truth" placeholder is drawn). maps: float (N, H, W)
-    anomaly maps. pred_masks: bool (N, H, W), the thresholded maps. All heat maps share one colour
-    scale [0, vmax] (default: the largest finite map value) so rows are comparable; one colour bar
-    shows it.
+    anomaly maps, drawn on the shared scale of every heat map (`heat_scale(pixel_threshold)`) with
+    one colour bar. pred_masks: bool (N, H, W), the thresholded maps. outcomes: per row one of
+    OUTCOME_COLORS (hit, miss, ...), printed in its colour after the caption.
     """
     from matplotlib import colormaps
     from matplotlib.colors import Normalize
@@ -328,20 +389,16 @@ def save_anomaly_panel(
     maps = np.asarray(maps, dtype=np.float64)
     pred_masks = np.asarray(pred_masks).astype(bool)
     masks = None if masks is None else np.asarray(masks).astype(bool)
-    _validate_panel_inputs(images, masks, maps, pred_masks, captions, vmax)
+    _validate_panel_inputs(images, masks, maps, pred_masks, captions, outcomes)
     n, _, h, w = images.shape
-
-    if vmax is None:
-        finite = maps[np.isfinite(maps)]
-        vmax = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
-    norm = Normalize(vmin=0.0, vmax=vmax)
-    cmap = colormaps["jet"]
+    norm = Normalize(vmin=0.0, vmax=heat_scale(pixel_threshold))
+    cmap = colormaps[HEATMAP_COLORMAP]
 
     # Manual layout in inches: exact, predictable geometry, and the figure grows with the rows.
     cell_w = 2.1
     cell_h = cell_w * h / w
-    left, right_margin, col_gap = 0.15, 0.95, 0.12
-    top, caption_h, row_gap, bottom = 0.42, 0.30, 0.10, 0.12
+    left, right_margin, col_gap = 0.15, 1.25, 0.12
+    top, caption_h, row_gap, bottom = 0.42, 0.30, 0.10, 0.55
     n_cols = 4
     fig_w = left + n_cols * cell_w + (n_cols - 1) * col_gap + right_margin
     fig_h = top + n * (caption_h + cell_h) + (n - 1) * row_gap + bottom
@@ -353,7 +410,7 @@ def save_anomaly_panel(
         y0 = fig_h - y_top - cell_h
         return fig.add_axes((x0 / fig_w, y0 / fig_h, cell_w / fig_w, cell_h / fig_h))
 
-    headers = ("image", "ground truth", "anomaly map", "predicted mask")
+    headers = ("image", "ground truth", "anomaly map", "pixels > pixel threshold")
     for col, header in enumerate(headers):
         x_center = left + col * (cell_w + col_gap) + cell_w / 2
         fig.text(x_center / fig_w, 1 - 0.22 / fig_h, header, ha="center", va="center",
@@ -364,6 +421,10 @@ def save_anomaly_panel(
         caption_y = fig_h - (top + row * (caption_h + cell_h + row_gap) + caption_h * 0.45)
         fig.text(left / fig_w, caption_y / fig_h, str(captions[row]), ha="left", va="center",
                  fontsize=10, family="monospace")
+        if outcomes is not None:
+            mark_x = left + n_cols * cell_w + (n_cols - 1) * col_gap
+            fig.text(mark_x / fig_w, caption_y / fig_h, outcomes[row].upper(), ha="right", va="center",
+                     fontsize=10, fontweight="bold", color=OUTCOME_COLORS[outcomes[row]])
 
         _show_image(ax_img, images[row])
 
@@ -380,23 +441,27 @@ def save_anomaly_panel(
         ax_map.imshow(np.nan_to_num(maps[row], nan=0.0), cmap=cmap, norm=norm, alpha=0.5)
 
         _show_image(ax_pred, images[row])
-        _outline(ax_pred, pred_masks[row], "#ff2020")
+        _outline(ax_pred, pred_masks[row], PREDICTED_OUTLINE)
 
         for ax in (ax_img, ax_gt, ax_map, ax_pred):
             _clean_axes(ax)
-
-    # One colour bar for the whole heat-map column (the scale is shared, so one is enough).
-    from matplotlib.cm import ScalarMappable
-
+    fig.text(left / fig_w, 0.30 / fig_h, PANEL_NOTE, ha="left", va="center", fontsize=8, color="0.3")
     cbar_x = left + n_cols * cell_w + (n_cols - 1) * col_gap + 0.12
     cbar_h = min(fig_h - top - bottom - caption_h, 4.0)
     cbar_y = fig_h - top - caption_h - cbar_h
-    cax = fig.add_axes((cbar_x / fig_w, cbar_y / fig_h, 0.14 / fig_w, cbar_h / fig_h))
-    colorbar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), cax=cax)
-    colorbar.set_label(f"anomaly map value (0 to {vmax:.3g})", fontsize=9)
-    colorbar.ax.tick_params(labelsize=8)
-
+    _panel_colorbar(fig, fig.add_axes((cbar_x / fig_w, cbar_y / fig_h, 0.14 / fig_w, cbar_h / fig_h)), norm, pixel_threshold)
     _save_png(fig, path, metadata)
+
+
+def _panel_colorbar(fig: Figure, cax: Axes, norm: Normalize, pixel_threshold: float) -> None:
+    """One colour bar for the whole heat-map column (the scale is shared, so one is enough)."""
+    from matplotlib.cm import ScalarMappable
+
+    colorbar = fig.colorbar(ScalarMappable(norm=norm, cmap=HEATMAP_COLORMAP), cax=cax)
+    colorbar.set_ticks([0.0, pixel_threshold, heat_scale(pixel_threshold)])
+    colorbar.set_ticklabels(["0", f"pixel\nthreshold\n{pixel_threshold:.3g}", f"{heat_scale(pixel_threshold):.3g}"])
+    colorbar.set_label("anomaly map value", fontsize=9)
+    colorbar.ax.tick_params(labelsize=7)
 
 
 def select_panel_indices(
@@ -570,7 +635,19 @@ def write_summary(
     """
     summary = summarize(per_category)
     write_json_atomic(json_path, summary)
-    write_text_atomic(md_path, format_summary_table(summary) + "\n" + operating_point_markdown(per_category))
+    write_text_atomic(
+        md_path, format_summary_table(summary) + "\n" + operating_point_markdown(per_category) + "\n" + page_links(per_category)
+    )
+
+
+PAGE_NAME = "index.html"
+"""Each category's evaluation page, `reports/<category>/index.html` (see components.evaluation_page)."""
+
+
+def page_links(categories: Iterable[str]) -> str:
+    """Markdown links from `reports/summary.md` to each category's evaluation page, relative so they
+    work wherever the reports folder is opened (a checkout, a DVC cache restore, an MLflow download)."""
+    return "Evaluation pages: " + " · ".join(f"[{c}]({c}/{PAGE_NAME})" for c in categories) + "\n"
 
 
 def operating_point_markdown(per_category: Mapping[str, Mapping[str, Mapping[str, float | None]]]) -> str:

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from components.io import atomic_path
 from components.runtime import autocast, evaluation_mode, prepare_module, to_device
+from components.torch_files import TorchFileError, read_torch_file
 
 Batch = tuple[torch.Tensor, ...]
 Objective = Callable[[nn.Module, Batch, torch.Generator], tuple[torch.Tensor, dict[str, torch.Tensor]]]
@@ -94,7 +95,11 @@ def _load_checkpoint(settings: FitSettings) -> dict[str, Any] | None:
     path = settings.checkpoint_path
     if not path.is_file():
         return None
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = read_torch_file(path, "a training checkpoint of oesdn", "training starts afresh")
+    except TorchFileError as error:  # a checkpoint only saves time: never let a bad one stop training
+        tqdm.write(f"ignoring checkpoint: {error}")
+        return None
     if state.get("fingerprint") != settings.fingerprint:
         tqdm.write(f"ignoring checkpoint {path}: it was made with other params, data or code")
         return None

@@ -174,10 +174,10 @@ def _has_generate(project_dir: str) -> bool:
 
 
 def _publish_category(project_dir: str, category: str, result: dict[str, Any]) -> None:
-    from pipelines.run_report import category_markdown
+    from pipelines.run_report import category_markdown, evaluation_page_link
 
     create_markdown_artifact(
-        category_markdown(Path(project_dir), category, result),
+        category_markdown(Path(project_dir), category, result) + "\n\n" + evaluation_page_link(Path(project_dir), category),
         key=f"oesdn-{category.lower().replace('_', '-')}",
         description=f"OE-SDN {category}: metrics, baselines and the promotion decision",
     )

@@ -242,7 +242,7 @@ def test_devsuite_cli_runs_the_pipeline_stages_and_reuses_training_for_a_scoring
     data = tmp_path / "data" / "bundled"
     cache, out = tmp_path / "cache", tmp_path / "out"
     common = ["--params", str(params_file), "--no-progress", "bench", "devsuite", "--root", str(data), "--categories", "brick",
-              "--seeds", "0", "--cache", str(cache), "--out", str(out), "--settings", str(SETTINGS)]
+              "--seeds", "0", "--cache", str(cache), "--out", str(out)]
     assert main([*common, "--name", "first"]) == 0
     (workspace,) = cache.glob("train-*/seed0")
     networks = {name: (workspace / "models" / "brick" / name).stat().st_mtime_ns for name in ("ae.pt", "sdn.pt")}

@@ -42,7 +42,7 @@ def _panel_inputs(n: int, channels: int = 3, h: int = 16, w: int = 16, seed: int
     masks[:, 4:8, 4:8] = True
     maps = rng.random((n, h, w))
     pred = maps > 0.7
-    captions = [f"crack/{i:03d}  score {maps[i].max():.2f}  anomalous" for i in range(n)]
+    captions = [f"crack/{i:03d}  score {maps[i].max():.2f}  pred: defective" for i in range(n)]
     return images, masks, maps, pred, captions
 
 
@@ -111,8 +111,8 @@ def test_histogram_edge_cases(tmp_path: Path, normal: np.ndarray, anomalous: np.
 
 def test_panel_writes_png_and_grows_with_rows(tmp_path: Path) -> None:
     small, large = tmp_path / "p2.png", tmp_path / "p5.png"
-    save_anomaly_panel(*_panel_inputs(2), small)
-    save_anomaly_panel(*_panel_inputs(5), large)
+    save_anomaly_panel(*_panel_inputs(2), small, 0.7)
+    save_anomaly_panel(*_panel_inputs(5), large, 0.7, ["hit", "miss", "false alarm", "correct pass", "hit"])
     w2, h2 = _png_size(small)
     w5, h5 = _png_size(large)
     assert w2 == w5  # columns fixed
@@ -121,12 +121,12 @@ def test_panel_writes_png_and_grows_with_rows(tmp_path: Path) -> None:
     assert _no_temp_files(tmp_path)
 
 
-def test_panel_grayscale_without_ground_truth_and_fixed_vmax(tmp_path: Path) -> None:
+def test_panel_grayscale_without_ground_truth(tmp_path: Path) -> None:
     images, _, maps, pred, captions = _panel_inputs(2, channels=1, h=12, w=20)
     pred[0] = False  # nothing predicted
     pred[1] = True  # everything predicted
     out = tmp_path / "panel.png"
-    save_anomaly_panel(images, None, maps, pred, captions, out, vmax=0.5)
+    save_anomaly_panel(images, None, maps, pred, captions, out, 0.25)
     width, height = _png_size(out)
     assert width > height
 
@@ -141,13 +141,14 @@ def test_panel_grayscale_without_ground_truth_and_fixed_vmax(tmp_path: Path) -> 
         ("maps", np.zeros((3, 16, 16)), r"maps must have shape"),
         ("pred_masks", np.zeros((2, 16, 15), dtype=bool), r"pred_masks must have shape"),
         ("captions", ["only one"], r"one caption per image: 2 images but 1 captions"),
-        ("vmax", 0.0, r"vmax must be a positive finite number"),
+        ("pixel_threshold", float("nan"), r"the pixel threshold must be finite"),
+        ("outcomes", ["hit", "unsure"], r"one outcome per image out of"),
     ],
 )
 def test_panel_rejects_bad_input(tmp_path: Path, field: str, bad, message: str) -> None:
     images, masks, maps, pred, captions = _panel_inputs(2)
     kwargs = {"images": images, "masks": masks, "maps": maps, "pred_masks": pred, "captions": captions,
-              "path": tmp_path / "p.png"}
+              "path": tmp_path / "p.png", "pixel_threshold": 0.7}
     kwargs[field] = bad
     with pytest.raises(ValueError, match=message):
         save_anomaly_panel(**kwargs)
@@ -232,6 +233,29 @@ def test_summary_states_the_operating_point_per_category_and_warns_below_the_bas
     assert "warning: image AUROC 0.700 below the AE residual's 0.900" in text
     table = text.split("\n\n")[0]
     assert "false alarms" in table and "**0.000**" in table, "fewer false alarms is the better cell"
+
+
+def test_summary_links_each_category_page_relatively(tmp_path: Path) -> None:
+    write_summary(PER_CATEGORY, tmp_path / "s.json", tmp_path / "s.md")
+    text = (tmp_path / "s.md").read_text()
+    assert "[carpet](carpet/index.html)" in text and "[digit_3](digit_3/index.html)" in text
+
+
+def test_heat_maps_share_one_scale_with_the_pixel_threshold_at_mid_scale() -> None:
+    lut = reporting.heat_lut()
+    colours = reporting.heat_rgb(np.array([0.0, 0.1, 0.2, 5.0, np.nan]), 0.1, lut)
+    assert colours[0].tolist() == colours[4].tolist() == lut[0].tolist()  # NaN draws as 0
+    assert colours[1].tolist() == lut[127].tolist() and colours[2].tolist() == colours[3].tolist() == lut[255].tolist()
+
+
+def test_region_outline_and_outcome_marks() -> None:
+    mask = np.zeros((5, 5), dtype=bool)
+    mask[1:4, 1:4] = True
+    outline = reporting.region_outline(mask)
+    assert outline.sum() == 8 and not outline[2, 2]
+    marks = [reporting.outcome(label, flagged) for label, flagged in ((1, True), (1, False), (0, True), (0, False))]
+    assert marks == ["hit", "miss", "false alarm", "correct pass"]
+    assert list(reporting.OUTCOME_COLORS)[:2] == ["miss", "false alarm"], "errors first"
 
 
 def test_summary_mean_is_none_when_no_category_has_a_value() -> None:

@@ -35,6 +35,17 @@ class ImageInfo:
     channels: int
 
 
+@dataclass(frozen=True)
+class MaskInfo:
+    """What validation needs from a fully decoded mask: its stored size and how much it marks."""
+
+    width: int
+    height: int
+    anomalous_pixels: int
+
+
+MAX_LISTED_MASK_VALUES = 5
+
 ImageFile = str | os.PathLike[str] | BinaryIO
 """A path, or an open binary stream such as `io.BytesIO` of encoded bytes."""
 
@@ -59,6 +70,29 @@ def probe_image(path: str | os.PathLike[str]) -> ImageInfo:
     return ImageInfo(width=image.width, height=image.height, channels=_channels(image))
 
 
+def probe_mask(path: str | os.PathLike[str]) -> MaskInfo:
+    """Decode a mask once; DatasetError naming the file unless it holds 0 and at most one other value.
+
+    A mask says normal or anomalous per pixel, nothing in between. A 0..255 gradient, anti-aliased
+    edges or JPEG ringing would otherwise be read as "any nonzero is anomalous" and silently grow
+    the defect, which corrupts pixel AUROC and AUPRO, the metrics that decide promotion.
+    """
+    image = _decode(path)
+    colours = _colours(image)
+    codes, first = np.unique(_pixel_codes(colours), return_index=True)
+    marked = [index for code, index in zip(codes.tolist(), first.tolist(), strict=True) if code != 0]
+    if len(marked) > 1:
+        flat = colours.reshape(-1, colours.shape[-1])
+        shown = ", ".join(_value_text(flat[index]) for index in marked[:MAX_LISTED_MASK_VALUES])
+        raise DatasetError(
+            f"mask {path} is not binary: besides 0 it holds {len(marked)} values (e.g. {shown}); a mask holds 0 "
+            "(normal) and one other value (anomalous): re-export it as PNG with only 0 and 255 (JPEG compression, "
+            "anti-aliasing and gradients add in-between values)"
+        )
+    anomalous = int((colours != 0).any(axis=-1).sum())
+    return MaskInfo(width=image.width, height=image.height, anomalous_pixels=anomalous)
+
+
 def load_image(path: ImageFile, size: int, channels: int) -> np.ndarray:
     """Return a uint8 (channels, size, size) array.
 
@@ -76,6 +110,9 @@ def load_image(path: ImageFile, size: int, channels: int) -> np.ndarray:
 
 def load_mask(path: str | os.PathLike[str], size: int | tuple[int, int] | None) -> np.ndarray:
     """Return a bool mask; any nonzero colour value marks the pixel anomalous.
+
+    The dataset scanner has already rejected masks that are not binary (`probe_mask`), so "nonzero"
+    here is the one marking value.
 
     `size`: an int gives (size, size), a tuple (height, width), None the file's own resolution. The
     mask is thresholded at native resolution, then resized with NEAREST so it stays binary.
@@ -113,10 +150,26 @@ def _to_mode(image: Image.Image, mode: str) -> Image.Image:
 
 def _nonzero(image: Image.Image) -> np.ndarray:
     """Per-pixel 'any colour value nonzero', ignoring alpha; palette indices are mapped to colours."""
+    return (_colours(image) != 0).any(axis=-1)
+
+
+def _colours(image: Image.Image) -> np.ndarray:
+    """(H, W, C) colour values without alpha; palette indices are mapped to their colours."""
     if image.mode in ("P", "PA"):
         image = image.convert("RGB")
     values = np.asarray(image)
     if values.ndim == 2:
-        return values != 0
-    colour = values[..., :-1] if image.mode in _ALPHA_MODES else values
-    return (colour != 0).any(axis=-1)
+        return values[..., None]
+    return values[..., :-1] if image.mode in _ALPHA_MODES else values
+
+
+def _pixel_codes(colours: np.ndarray) -> np.ndarray:
+    """One number per pixel, equal for equal colours and 0 only for black: np.unique is then fast."""
+    if colours.shape[-1] == 1:
+        return colours[..., 0]
+    return sum(colours[..., i].astype(np.int64) << (8 * i) for i in range(colours.shape[-1]))
+
+
+def _value_text(colour: np.ndarray) -> str:
+    values = colour.tolist()
+    return str(values[0]) if len(values) == 1 else str(tuple(values))

@@ -17,17 +17,18 @@ import logging
 import math
 import numbers
 import os
-import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
 
 from components.data.errors import DatasetError
-from components.data.images import IMAGE_EXTENSIONS, ImageInfo, probe_image
+from components.data.images import IMAGE_EXTENSIONS, ImageInfo, MaskInfo, probe_image, probe_mask
 from components.io import atomic_path, sha256_bytes, sha256_file
+from components.safe_paths import UnsafePathError, is_inside, plain_folder_name, safe_relative_path
 
 __all__ = [
     "MANIFEST_COLUMNS",
@@ -44,7 +45,7 @@ MASK_SUFFIX = "_mask"
 MAX_LISTED_PROBLEMS = 20
 
 _LOG = logging.getLogger(__name__)
-_CATEGORY_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+_Info = TypeVar("_Info", ImageInfo, MaskInfo)
 _EXTENSIONS = " ".join(sorted(IMAGE_EXTENSIONS))
 # Pillow releases the GIL while decoding, so threads overlap the full decode of every file.
 _PROBE_WORKERS = min(8, os.cpu_count() or 1)
@@ -71,8 +72,11 @@ def build_manifest(
     ground_truth = category_dir / "ground_truth"
     masks = _match_masks(ground_truth, tests, problems) if ground_truth.is_dir() else {}
     images = train + [path for paths in tests.values() for path in paths]
-    infos = _probe_all(images + list(masks.values()), problems)
-    _check_mask_sizes(masks, infos, problems)
+    _check_names_and_links(category_dir, images + list(masks.values()), problems)
+    infos = _probe_all(images, problems, probe_image)
+    mask_infos = _probe_all(list(masks.values()), problems, probe_mask)
+    _check_mask_sizes(masks, infos, mask_infos, problems)
+    _check_defects_marked(masks, set(tests.get(GOOD, [])), mask_infos, problems)
     _check_channels(category_dir, images, infos, problems)
     if problems:
         raise DatasetError(_report(category_dir, problems))
@@ -118,12 +122,10 @@ def read_manifest(path: str | os.PathLike[str]) -> pd.DataFrame:
 def _check_settings(category: str, val_fraction: float, seed: int) -> None:
     """Reject bad settings before touching the disk: they are config mistakes, not dataset ones."""
     problems = []
-    plain = isinstance(category, str) and _CATEGORY_NAME.fullmatch(category) is not None
-    if not plain or category in {".", ".."}:
-        problems.append(
-            f"category {category!r} is not a plain folder name; use only letters, digits, "
-            "'_', '.' and '-' (e.g. 'bottle'), not a path"
-        )
+    try:
+        plain_folder_name(category, what="category")
+    except UnsafePathError as error:
+        problems.append(str(error))
     if not _is_real(val_fraction) or not 0 <= val_fraction < 1:
         problems.append(
             f"data.val_fraction must be a number in [0, 1), got {val_fraction!r}; "
@@ -293,10 +295,40 @@ def _unique_by(files: list[Path], key: Callable[[Path], str], problems: list[str
     return found
 
 
-def _probe_all(paths: list[Path], problems: list[str]) -> dict[Path, ImageInfo]:
+def _check_names_and_links(category_dir: Path, files: list[Path], problems: list[str]) -> None:
+    """Every name must be a safe path, and every file, links followed, must lie in the dataset.
+
+    A symbolic link to a file elsewhere would silently pull it into training and into the data hash
+    (which hashes content, not location); links that stay inside the dataset root, or inside a
+    category folder that is itself a link, are fine.
+    """
+    roots = (category_dir.parent, category_dir.resolve())  # the parent is the resolved dataset root
+    for path in files:
+        try:
+            safe_relative_path(path.relative_to(category_dir).as_posix(), what="dataset file")
+        except UnsafePathError as error:
+            problems.append(str(error))
+            continue
+        if not is_inside(path, roots):
+            problems.append(
+                f"{path} is a symbolic link to {path.resolve()}, outside the dataset root {roots[0]}; "
+                "copy the file into the dataset or link to a file inside it"
+            )
+
+
+def _probe_all(
+    paths: list[Path], problems: list[str], probe: Callable[[Path], _Info]
+) -> dict[Path, _Info]:
     """Fully decode every file; unreadable ones become problems instead of stopping the scan."""
+
+    def probe_or_error(path: Path) -> _Info | DatasetError:
+        try:
+            return probe(path)
+        except DatasetError as exc:
+            return exc
+
     with ThreadPoolExecutor(max_workers=_PROBE_WORKERS) as pool:
-        results = list(pool.map(_probe_or_error, paths))
+        results = list(pool.map(probe_or_error, paths))
     infos = {}
     for path, result in zip(paths, results, strict=True):
         if isinstance(result, DatasetError):
@@ -306,25 +338,30 @@ def _probe_all(paths: list[Path], problems: list[str]) -> dict[Path, ImageInfo]:
     return infos
 
 
-def _probe_or_error(path: Path) -> ImageInfo | DatasetError:
-    try:
-        return probe_image(path)
-    except DatasetError as exc:
-        return exc
-
-
 def _check_mask_sizes(
-    masks: dict[Path, Path], infos: dict[Path, ImageInfo], problems: list[str]
+    masks: dict[Path, Path], infos: dict[Path, ImageInfo], mask_infos: dict[Path, MaskInfo], problems: list[str]
 ) -> None:
     for image, mask in masks.items():
-        if image in infos and mask in infos and _size(infos[image]) != _size(infos[mask]):
+        if image in infos and mask in mask_infos and _size(infos[image]) != _size(mask_infos[mask]):
             problems.append(
-                f"mask {mask} is {_size(infos[mask])} but image {image} is {_size(infos[image])}; "
+                f"mask {mask} is {_size(mask_infos[mask])} but image {image} is {_size(infos[image])}; "
                 "re-export the mask at its image's size"
             )
 
 
-def _size(info: ImageInfo) -> str:
+def _check_defects_marked(
+    masks: dict[Path, Path], normal: set[Path], mask_infos: dict[Path, MaskInfo], problems: list[str]
+) -> None:
+    """An all-black mask on a defect image would count every one of its pixels as normal."""
+    for image, mask in masks.items():
+        if image not in normal and mask in mask_infos and mask_infos[mask].anomalous_pixels == 0:
+            problems.append(
+                f"mask {mask} is all black (no anomalous pixel), but {image} is a defect image; "
+                "mark the defect in the mask, or move the image to test/good if it has none"
+            )
+
+
+def _size(info: ImageInfo | MaskInfo) -> str:
     return f"{info.width}x{info.height}"
 
 

@@ -142,7 +142,7 @@ def _decoded_batches(
 
     def submit(start: int) -> tuple[Sequence[Source], list[Future[np.ndarray]]]:
         chunk = sources[start : start + batch_size]
-        return chunk, [pool.submit(read_image, model, source.path) for source in chunk]
+        return chunk, [pool.submit(_read_source, model, source) for source in chunk]
 
     pending = submit(0) if sources else None
     for start in range(0, len(sources), batch_size):
@@ -150,6 +150,13 @@ def _decoded_batches(
         chunk, futures = pending
         pending = submit(start + batch_size) if start + batch_size < len(sources) else None
         yield chunk, [_outcome(future) for future in futures]
+
+
+def _read_source(model: BundleModel, source: Source) -> np.ndarray:
+    """`read_image`, unless the source already says why it cannot be scored (it was never fetched)."""
+    if source.error is not None:
+        raise UnreadableImage(source.error)
+    return read_image(model, source.path)
 
 
 def _outcome(future: Future[np.ndarray]) -> np.ndarray | UnreadableImage:

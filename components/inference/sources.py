@@ -4,12 +4,18 @@ An image file, a folder (searched recursively for image extensions), a glob (`'l
 an S3 object or prefix (`s3://bucket/key.png`, `s3://bucket/prefix/`, `s3://bucket/prefix/*.png`).
 S3 objects are downloaded into a temporary folder first; boto3 finds credentials as usual and the
 endpoint in AWS_ENDPOINT_URL (MinIO, Ceph...) when set.
+
+Every name that becomes an output path (`--maps`) passes `components.safe_paths`: an S3 key such as
+`cam1/../../etc/x.png` becomes an error row and is never downloaded, and names are unique without
+regard to case or extension (`x.png`, `x.PNG`, `x.jpg` -> `x`, `x-1`, `x-2`), so no output
+overwrites another on any file system.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import glob
+import hashlib
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -17,6 +23,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from components.data.images import IMAGE_EXTENSIONS
+from components.safe_paths import UnsafePathError, safe_relative_path
 
 _GLOB_CHARS = frozenset("*?[")
 
@@ -33,6 +40,17 @@ class Source:
     """The local file to decode."""
     name: str
     """Relative name (POSIX, unique within one run) for per-image outputs such as heat maps."""
+    error: str | None = None
+    """Why the file cannot be scored, known before reading it (an unsafe name); it becomes an error row."""
+
+
+def _named(location: str, path: Path, name: str, what: str) -> Source:
+    """A source whose `name` is a safe relative path, or one that carries why it is not."""
+    try:
+        safe_relative_path(name, what=what)
+    except UnsafePathError as error:
+        return Source(location, path, name, f"unsafe name: {error}")
+    return Source(location, path, name)
 
 
 def is_image_name(name: str) -> bool:
@@ -54,15 +72,15 @@ def _expand_local(spec: str) -> list[Source]:
     path = Path(spec)
     if path.is_file():
         # Named explicitly: always included, whatever its extension, so a bad file is reported.
-        return [Source(spec, path, path.name)]
+        return [_named(spec, path, path.name, "file name")]
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file() and is_image_name(p.name))
-        return [Source(str(p), p, p.relative_to(path).as_posix()) for p in files]
+        return [_named(str(p), p, p.relative_to(path).as_posix(), "file name") for p in files]
     if _GLOB_CHARS & set(spec):
         root = _glob_root(spec)
         matches = sorted(Path(p) for p in glob.glob(spec, recursive=True))
         files = [p for p in matches if p.is_file()]
-        return [Source(str(p), p, _relative(p, root)) for p in files]
+        return [_named(str(p), p, _relative(p, root), "file name") for p in files]
     raise SourceError(f"{spec!r} is neither a file, a folder nor a glob that matches anything")
 
 
@@ -88,22 +106,33 @@ def _relative(path: Path, root: Path) -> str:
 
 
 def _unique(sources: list[Source]) -> list[Source]:
-    """Drop repeated files; give clashing output names a numeric suffix so no output overwrites another."""
+    """Drop repeated files; give clashing output names a numeric suffix so no output overwrites another.
+
+    Names clash when they differ only in case or extension: outputs drop the extension
+    (`x_overlay.png`), and macOS and Windows file systems ignore case.
+    """
     seen_files: set[str] = set()
-    names: set[str] = set()
+    taken: set[str] = set()
     result = []
     for source in sources:
         if source.location in seen_files:
             continue
         seen_files.add(source.location)
+        if source.error is not None:  # never written, so it takes no name
+            result.append(source)
+            continue
         name, n = source.name, 1
-        while name in names:
+        while _output_key(name) in taken:
             stem = PurePosixPath(source.name)
             name = str(stem.with_name(f"{stem.stem}-{n}{stem.suffix}"))
             n += 1
-        names.add(name)
+        taken.add(_output_key(name))
         result.append(Source(source.location, source.path, name))
     return result
+
+
+def _output_key(name: str) -> str:
+    return PurePosixPath(name).with_suffix("").as_posix().casefold()
 
 
 # --- S3 --------------------------------------------------------------------------------------------
@@ -144,11 +173,14 @@ def _expand_s3(uri: str, download_dir: Path, client: Any | None = None) -> list[
         for k in keys:
             if len(keys) > 1 and not is_image_name(k):
                 continue
-            local = download_dir / bucket / k
-            local.parent.mkdir(parents=True, exist_ok=True)
-            current = k
-            client.download_file(bucket, k, str(local))
-            sources.append(Source(f"s3://{bucket}/{k}", local, k[len(prefix):] or PurePosixPath(k).name))
+            location = f"s3://{bucket}/{k}"
+            name = k[len(prefix):] or PurePosixPath(k).name
+            source = _named(location, _download_path(download_dir, location), name, f"S3 object {location}: name")
+            if source.error is None:
+                source.path.parent.mkdir(parents=True, exist_ok=True)
+                current = k
+                client.download_file(bucket, k, str(source.path))
+            sources.append(source)
         return sources
     except ClientError as error:
         code = str(error.response.get("Error", {}).get("Code", ""))
@@ -160,6 +192,13 @@ def _expand_s3(uri: str, download_dir: Path, client: Any | None = None) -> list[
         raise SourceError(f"cannot read {where}: {error}") from error
     except BotoCoreError as error:
         raise SourceError(f"cannot reach S3 for {uri} ({error}); set AWS_ENDPOINT_URL for a non-AWS store") from error
+
+
+def _download_path(download_dir: Path, uri: str) -> Path:
+    """A local file named by a digest of the URI: no key can reach outside `download_dir`, and keys
+    such as `a.png` and `a.png/b.png` (a file and a folder locally) cannot collide."""
+    digest = hashlib.sha256(uri.encode("utf-8")).hexdigest()[:32]
+    return download_dir / f"{digest}{PurePosixPath(uri).suffix.lower()}"
 
 
 def _object_exists(client: Any, bucket: str, key: str) -> bool:

@@ -17,10 +17,11 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from components.io import atomic_path, write_json_atomic
+from components.safe_paths import UnsafePathError, safe_relative_path
 from components.storage.errors import StorageError
 from components.storage.settings import S3Settings, parse_s3_uri
 
@@ -171,9 +172,10 @@ def list_objects(client: Any, bucket: str, prefix: str) -> list[RemoteObject]:
             if key.endswith("/"):
                 continue
             relative = key[len(start):]
-            parts = PurePosixPath(relative).parts
-            if not relative or any(part in {"..", "."} for part in parts):
-                raise StorageError(f"s3://{bucket}/{key}: a key that cannot be a local path; rename the object")
+            try:
+                safe_relative_path(relative, what=f"S3 object s3://{bucket}/{key}: name")
+            except UnsafePathError as error:
+                raise StorageError(str(error)) from error  # sync_prefix reports StorageError as is
             objects.append(RemoteObject(key, relative, int(item["Size"]), str(item["ETag"]).strip('"')))
     return objects
 

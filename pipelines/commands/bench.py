@@ -65,16 +65,16 @@ def run(args: argparse.Namespace) -> int:
     if args.threads < 1:
         raise SystemExit(f"oesdn bench: --threads must be >= 1, got {args.threads}")
     torch.set_num_threads(args.threads)
-    settings = load_bench_settings(args.settings)
-    if args.smoke:
-        settings = smoke_settings(settings)
-    device = select_device(args.device)
-    if args.bench_command == "oneclass":
-        return _oneclass(args, settings, device)
-    if args.bench_command == "devsuite":
-        return _devsuite(args, device)
     if args.bench_command == "predict":
         return _predict(args)
+    device = select_device(args.device)
+    if args.bench_command == "devsuite":
+        return _devsuite(args, device)
+    settings = load_bench_settings(args.settings)  # only the one-class and speed benchmarks read it
+    if args.smoke:
+        settings = smoke_settings(settings)
+    if args.bench_command == "oneclass":
+        return _oneclass(args, settings, device)
     return _speed(args, settings, device)
 
 

@@ -24,7 +24,12 @@ def add_parser(commands: Any) -> None:
     predict.add_argument("sources", nargs="+", metavar="IMAGES", help="image file, folder, glob (quote it) or s3://bucket/key-or-prefix")
     predict.add_argument("--out", required=True, type=Path, help="output folder")
     predict.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: 32)")
-    predict.add_argument("--maps", action="store_true", help="also write OUT/maps/<name>_overlay.png and _mask.png per image")
+    predict.add_argument(
+        "--maps",
+        action="store_true",
+        help="also write OUT/maps/<name>_overlay.png and _mask.png per image (<name> without its extension; names "
+        "that differ only in case or extension get -1, -2... in predictions.csv order)",
+    )
     predict.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda[:N]")
     predict.set_defaults(handler=_predict)
 
@@ -78,7 +83,7 @@ def _predict(args: argparse.Namespace) -> int:
         if args.maps:
             from components.inference.maps import MapWriter
 
-            sink = MapWriter(args.out / "maps", model.info.pixel_threshold)
+            sink = MapWriter(args.out / "maps", model.info)
         predictions, summary = predict(model, sources, args.batch_size, progress=not args.no_progress, map_sink=sink)
         csv_path = args.out / "predictions.csv"
         write_predictions(csv_path, predictions, model.info.image_threshold, resolved.name, resolved.version)

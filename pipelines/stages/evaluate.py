@@ -13,11 +13,21 @@ from components.category_evaluation import evaluate_category
 from components.data.layout import manifest_hash, read_manifest
 from components.data.prepared import PreparedData, load_prepared, read_dataset_record
 from components.evaluation import MethodEvaluation
-from components.io import atomic_path, sha256_file, write_json_atomic
+from components.evaluation_page import FIGURES, render_page
+from components.io import atomic_path, sha256_file, write_json_atomic, write_text_atomic
 from components.models.oesdn.bundle import BundleInfo, Preprocessing, write_bundle_info
 from components.models.oesdn.detector import MethodScores, OESDNDetector
 from components.models.oesdn.persistence import load_network
-from components.reporting import save_anomaly_panel, save_roc_csv, save_roc_plot, save_score_histogram, select_panel_indices
+from components.reporting import (
+    PAGE_NAME,
+    outcome,
+    save_anomaly_panel,
+    save_roc_csv,
+    save_roc_plot,
+    save_score_histogram,
+    select_panel_indices,
+    verdict,
+)
 from components.runtime import seed_everything, select_device
 from components.scoring import METHODS
 from pipelines.context import StageContext
@@ -71,6 +81,8 @@ def run(ctx: StageContext) -> None:
     )
     _write_scores_table(data, test, reports_dir / "scores.csv")
     _write_pictures(ctx, data, test["oe_sdn"], results["oe_sdn"], reports_dir, stamp)
+    figures = {title: (reports_dir / name).read_bytes() for title, name in FIGURES.items()}
+    write_text_atomic(reports_dir / PAGE_NAME, render_page(category, evaluation, data, params.score, figures))
 
     write_json_atomic(
         ctx.layout.evaluation(category),
@@ -116,6 +128,7 @@ def run(ctx: StageContext) -> None:
             reports_dir / "roc.png": "plots",
             reports_dir / "panel.png": "plots",
             reports_dir / "score_histogram.png": "plots",
+            reports_dir / PAGE_NAME: "",
             reports_dir / "scores.csv": "",
             **{reports_dir / "roc" / f"{name}.csv": "roc" for name in METHODS},
         },
@@ -155,8 +168,8 @@ def _write_pictures(
         metadata=stamp,
     )
     rows = select_panel_indices(labels, oe_sdn.scores, list(data.test_defect_types), ctx.params.evaluate.panel_rows)
-    verdict = np.where(oe_sdn.scores[rows] > result.image_threshold, "anomalous", "normal")
-    captions = [f"{data.test_names[i]}  score {oe_sdn.scores[i]:.4f}  {v}" for i, v in zip(rows, verdict, strict=True)]
+    flagged = oe_sdn.scores[rows] > result.image_threshold
+    captions = [f"{data.test_names[i]}  score {oe_sdn.scores[i]:.4f}  pred: {verdict(f)}" for i, f in zip(rows, flagged, strict=True)]
     save_anomaly_panel(
         data.test[rows].astype(np.float32) / 255.0,
         None if data.test_masks is None else data.test_masks[rows],
@@ -164,7 +177,8 @@ def _write_pictures(
         oe_sdn.maps[rows] > result.pixel_threshold,
         captions,
         reports_dir / "panel.png",
-        vmax=float(np.quantile(oe_sdn.maps, 0.999)),
+        result.pixel_threshold,
+        [outcome(int(labels[i]), bool(f)) for i, f in zip(rows, flagged, strict=True)],
         metadata=stamp,
     )
 

@@ -1,7 +1,7 @@
 """Network files: weights plus the architecture to rebuild them and the provenance that made them.
 
 Everything stored is a tensor, number, string, list or dict, so `torch.load(weights_only=True)`
-reads it back without unpickling arbitrary objects.
+reads it back (through `components.torch_files`) without unpickling arbitrary objects.
 """
 
 from __future__ import annotations
@@ -14,8 +14,10 @@ from torch import nn
 
 from components.io import atomic_path
 from components.models.oesdn.networks import ConvAutoencoder, StyleDistillationNet
+from components.torch_files import TorchFileError, read_torch_file
 
 NetworkKind = Literal["ae", "sdn"]
+NETWORK_KEYS = ("kind", "arch", "state_dict")
 _BUILDERS: dict[str, type[nn.Module]] = {"ae": ConvAutoencoder, "sdn": StyleDistillationNet}
 
 
@@ -37,9 +39,17 @@ def load_network(path: Path, expected_kind: NetworkKind) -> tuple[nn.Module, dic
     """Rebuild a saved network in eval mode; the record holds everything else that was saved."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"network file {path} not found; train it first (`oesdn train-{expected_kind}`)")
-    record = torch.load(path, map_location="cpu", weights_only=True)
-    if record.get("kind") != expected_kind:
-        raise ValueError(f"{path} holds a {record.get('kind')!r} network, expected {expected_kind!r}")
-    network = build_network(expected_kind, record["arch"])
-    network.load_state_dict(record["state_dict"])
+    fix = f"re-create it with `oesdn train-{expected_kind}` (or `dvc repro`)"
+    record = read_torch_file(path, f"an oesdn {expected_kind} network file", fix)
+    missing = [key for key in NETWORK_KEYS if key not in record]
+    if missing:
+        raise TorchFileError(f"{path} is not an oesdn network file: it lacks {missing}, so another tool wrote it; {fix}")
+    if record["kind"] != expected_kind:
+        raise TorchFileError(f"{path} holds a {record['kind']!r} network, expected {expected_kind!r}; {fix}")
+    try:
+        network = build_network(expected_kind, record["arch"])
+        network.load_state_dict(record["state_dict"])
+    except (RuntimeError, TypeError, AttributeError) as error:
+        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise TorchFileError(f"{path} holds no network oesdn can rebuild ({first_line}); {fix}") from None
     return network.eval(), record
