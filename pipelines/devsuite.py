@@ -56,17 +56,6 @@ def suite_params(params_path: Path, root: Path, category: str, seed: int, overri
     return _validate(raw, origin=f"devsuite run {category} seed {seed}").for_category(category)
 
 
-def run_key(params: Params) -> str:
-    """Identifies a run's settings (not the suite's location, not the code), for the cache.
-
-    The code version is recorded in each result instead; a result made by other code is reused
-    with a note saying so (`--no-cache` re-runs everything).
-    """
-    dumped = params.model_dump(mode="json")
-    dumped["data"].pop("root")
-    return hashlib.sha256(json.dumps(dumped, sort_keys=True).encode()).hexdigest()[:12]
-
-
 TRAINING_SECTIONS = ("seed", "data", "bundled", "loss", "ae", "sdn")
 """What the prepare and training stages read; `score` is read by train-sdn only to rank
 `sdn.candidates`, so with candidates listed the score section is part of the training too."""
@@ -77,6 +66,19 @@ def training_key(params: Params) -> str:
     dumped = params.model_dump(mode="json")
     dumped["data"].pop("root")
     sections = TRAINING_SECTIONS + (("score",) if params.sdn.candidates else ())
+    return hashlib.sha256(json.dumps({k: dumped[k] for k in sections}, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def run_key(params: Params) -> str:
+    """Identifies a run's result: the training settings plus `score` and `evaluate` (not the suite's
+    location, not tracking or orchestration, not the code).
+
+    The code version is recorded in each result instead; a result made by other code is reused
+    with a note saying so (`--no-cache` re-runs everything).
+    """
+    dumped = params.model_dump(mode="json")
+    dumped["data"].pop("root")
+    sections = TRAINING_SECTIONS + ("score", "evaluate")
     return hashlib.sha256(json.dumps({k: dumped[k] for k in sections}, sort_keys=True).encode()).hexdigest()[:12]
 
 
