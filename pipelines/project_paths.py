@@ -51,7 +51,7 @@ class ProjectLayout:
 
     @property
     def summary_provenance(self) -> Path:
-        """Kept apart from summary.json, which `dvc metrics` reads as numbers."""
+        """Kept apart from summary.json, which holds only numbers."""
         return self.root / "reports" / "summary_provenance.json"
 
     @property

@@ -118,7 +118,7 @@ def test_repro_with_nothing_changed_runs_nothing(project: Path) -> None:
 def test_metrics_and_plots_commands(project: Path) -> None:
     shown = json.loads(run("dvc", "metrics", "show", "--json", cwd=project))
     files = next(iter(shown.values()))["data"]
-    assert "reports/brick/metrics.json" in files and "reports/summary.json" in files
+    assert "reports/brick/headline.json" in files and "reports/headline_mean.json" in files
     run("dvc", "plots", "show", "-o", "plots_html", cwd=project)
     assert (project / "plots_html" / "index.html").stat().st_size > 0
 
@@ -139,7 +139,7 @@ def test_a_category_override_reruns_only_that_category(project: Path) -> None:
         assert "Running stage 'train_sdn@grass'" in output
         assert "Running stage 'train_sdn@brick'" not in output and "Running stage 'train_ae@brick'" not in output
         diff = json.loads(run("dvc", "metrics", "diff", "--json", cwd=project))
-        assert "reports/grass/metrics.json" in diff and "reports/brick/metrics.json" not in diff
+        assert "reports/grass/headline.json" in diff and "reports/brick/headline.json" not in diff
     finally:
         params_path.write_text(original)
         run("dvc", "repro", cwd=project)  # back to the baseline, from the run cache
