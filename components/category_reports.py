@@ -23,7 +23,6 @@ from components.io import atomic_path, sha256_file, write_json_atomic, write_tex
 from components.models.oesdn.bundle import BundleInfo, Preprocessing
 from components.models.oesdn.detector import MethodScores
 from components.reporting import (
-    PAGE_NAME,
     outcome,
     save_anomaly_panel,
     save_roc_csv,
@@ -33,6 +32,7 @@ from components.reporting import (
     verdict,
 )
 from components.scoring import METHODS, ScoringSettings
+from components.summary_report import PAGE_NAME
 
 NETWORKS = ("ae", "sdn")
 

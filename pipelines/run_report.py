@@ -75,7 +75,7 @@ def overview_markdown(project: Path, results: dict[str, dict[str, Any]], failure
 def evaluation_page_link(project: Path, category: str) -> str:
     """Where the category's evaluation page lies: a file link and the path to open (a browser viewing the
     Prefect UI over http may refuse to follow a file:// link, so the path is printed too)."""
-    from components.reporting import PAGE_NAME
+    from components.summary_report import PAGE_NAME
 
     page = (ProjectLayout(project).reports(category) / PAGE_NAME).resolve()
     if not page.is_file():

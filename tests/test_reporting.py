@@ -11,16 +11,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from components import reporting
+from components import reporting, summary_report
 from components.reporting import (
-    format_summary_table,
     save_anomaly_panel,
     save_roc_csv,
     save_roc_plot,
     save_score_histogram,
     select_panel_indices,
-    write_summary,
 )
+from components.summary_report import format_summary_table, write_summary
 
 
 def _png_size(path: Path) -> tuple[int, int]:
@@ -259,14 +258,14 @@ def test_region_outline_and_outcome_marks() -> None:
 
 
 def test_summary_mean_is_none_when_no_category_has_a_value() -> None:
-    summary = reporting.summarize(
+    summary = summary_report.summarize(
         {"a": {"oe_sdn": {"aupro": None}}, "b": {"oe_sdn": {"aupro": None}}}
     )
     assert summary["mean"] == {"oe_sdn": {"aupro": None}}
 
 
 def test_markdown_table_rows_bold_and_missing() -> None:
-    table = format_summary_table(reporting.summarize(PER_CATEGORY))
+    table = format_summary_table(summary_report.summarize(PER_CATEGORY))
     lines = table.strip().splitlines()
     assert len(lines) == 2 + len(PER_CATEGORY) + 1  # header, separator, categories, mean
     header = [c.strip() for c in lines[0].strip("|").split("|")]
@@ -287,7 +286,7 @@ def test_markdown_table_rows_bold_and_missing() -> None:
 
 
 def test_markdown_ties_are_all_bold_and_a_lone_value_is_not() -> None:
-    summary = reporting.summarize({
+    summary = summary_report.summarize({
         "x": {"oe_sdn": {"f1": 0.5001}, "ae_l2": {"f1": 0.5004}, "ae_ssim": {"f1": 0.1}},
         "y": {"oe_sdn": {"f1": 0.3}, "ae_l2": {"f1": None}, "ae_ssim": {"f1": None}},
     })

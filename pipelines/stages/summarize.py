@@ -7,7 +7,7 @@ import json
 
 from components.headline import MEAN_HEADLINE_NAME, headline, mean_headline
 from components.io import write_json_atomic
-from components.reporting import format_summary_table, operating_point_markdown, summarize, write_summary
+from components.summary_report import format_summary_table, operating_point_markdown, summarize, write_summary
 from pipelines.context import StageContext
 
 
