@@ -164,12 +164,28 @@ class EvaluateConfig(_Section):
 class TrackingConfig(_Section):
     enabled: bool = Field(default=True, description="log training and evaluation stages to MLflow")
     experiment_prefix: str = Field(default="oesdn-", pattern=r"^[A-Za-z0-9_.\-/ ]*$")
+    http_timeout_seconds: int = Field(
+        default=20, ge=1, le=600, description="timeout of one HTTP request to an MLflow server (whole seconds, as MLflow reads it)"
+    )
+    http_max_retries: int = Field(default=2, ge=0, le=10, description="retries of a failed HTTP request to an MLflow server")
+    http_backoff_factor: int = Field(
+        default=1, ge=0, le=60, description="seconds before the first retry, doubled for each further one"
+    )
 
 
 class RegistryConfig(_Section):
     model_prefix: str = Field(default="oesdn-", min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
     promotion_margin: float = Field(
         default=0.005, ge=0.0, le=1.0, description="how much the challenger's primary metric must beat the champion's"
+    )
+    gate_min_primary_metric: float = Field(
+        default=0.7, ge=0.0, le=1.0, description="a version whose OE-SDN primary metric is below this never becomes champion"
+    )
+    gate_max_baseline_shortfall: float = Field(
+        default=0.02, ge=0.0, le=1.0, description="... nor one trailing the AE-L2 baseline's primary metric by more than this"
+    )
+    gate_label_free: bool = Field(
+        default=True, description="... nor one trailing AE-L2 by more than that on the label-free synthetic-defect check"
     )
 
 

@@ -18,6 +18,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from components.io import atomic_path
+from components.processes import single_writer
 from components.runtime import autocast, evaluation_mode, prepare_module, to_device
 from components.torch_files import TorchFileError, read_torch_file
 
@@ -114,9 +115,26 @@ def fit(
     settings: FitSettings,
     device: torch.device,
 ) -> FitResult:
-    """Train `model` in place with Adam; keep the weights of the best validation epoch."""
+    """Train `model` in place with Adam; keep the weights of the best validation epoch.
+
+    The checkpoint has one writer: a second trainer on the same checkpoint (a `dvc repro` started
+    beside a running one) fails at once instead of resuming from, and overwriting, a live file.
+    """
     if len(train_data[0]) == 0 or len(val_data[0]) == 0:
         raise ValueError("training and validation sets must each hold at least one image")
+    lock = settings.checkpoint_path.with_name(settings.checkpoint_path.name + ".lock")
+    with single_writer(lock, f"the {settings.param_prefix} training checkpoint {settings.checkpoint_path}"):
+        return _fit(model, objective, train_data, val_data, settings, device)
+
+
+def _fit(
+    model: nn.Module,
+    objective: Objective,
+    train_data: Batch,
+    val_data: Batch,
+    settings: FitSettings,
+    device: torch.device,
+) -> FitResult:
     prepare_module(model, device)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
     result = FitResult()

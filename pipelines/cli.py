@@ -52,18 +52,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from components.config import ConfigError
     from components.data.errors import DatasetError
+    from components.processes import OutputLockedError, share_cpus
 
+    share_cpus()  # before any subcommand loads torch: OpenMP reads its settings once
     try:
         if args.command not in _STAGES:
             return int(args.handler(args))
         return _run_stage(args)
-    except (ConfigError, DatasetError, FileNotFoundError) as error:
+    except (ConfigError, DatasetError, FileNotFoundError, OutputLockedError) as error:
         print(f"oesdn {args.command}: error: {error}", file=sys.stderr)
         return 2
 
 
 def _run_stage(args: argparse.Namespace) -> int:
+    from components.processes import die_with_parent
     from pipelines.context import make_context
+
+    die_with_parent()  # a killed `dvc repro` takes its stage command with it
 
     module_name, function_name, _, _ = _STAGES[args.command]
     ctx = make_context(

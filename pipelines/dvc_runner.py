@@ -5,10 +5,16 @@ A failure is classified so the orchestrator can retry only what a retry can fix:
 - output naming a network fault (MLflow or S3 unreachable) is `TransientStageError`: retried;
 - anything else is `StageFailed`, and a stage past its time limit is `StageTimeout`.
 One workspace never runs two `dvc repro` at once: every call holds the workspace's file lock.
+
+Whether a stage ran is read from DVC's state, never from its log text: the stage's `dvc.lock` entry
+before and after says whether its outputs changed, and a new run-cache entry says the command ran
+(a restore from the run cache adds none). Every dvc process started here is stopped with the caller:
+`terminate_running` for an orderly exit, the parent-death signal of its stage commands otherwise.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -20,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
 from filelock import FileLock
 
 TRANSIENT_MARKERS = (
@@ -56,12 +63,22 @@ class StageTimeout(StageFailed):
     """The stage ran past `orchestration.stage_timeout_minutes` and was stopped."""
 
 
+RAN, RESTORED, UP_TO_DATE = "ran", "restored from the run cache", "up to date"
+_running: set[subprocess.Popen[str]] = set()
+_running_lock = threading.Lock()
+
+
 @dataclass(frozen=True)
 class StageResult:
     stage: str
-    ran: bool
-    """False when DVC found the stage up to date and skipped it."""
+    outcome: str
+    """RAN (its command ran), RESTORED (DVC checked out a cached run) or UP_TO_DATE (nothing changed)."""
     seconds: float
+
+    @property
+    def changed(self) -> bool:
+        """Its outputs changed (it ran or was restored): every stage downstream must be re-judged."""
+        return self.outcome != UP_TO_DATE
 
 
 def _env() -> dict[str, str]:
@@ -85,20 +102,65 @@ def workspace_lock(root: Path) -> FileLock:
 def stale_stages(root: Path, timeout_s: float = 600) -> set[str]:
     """Stages whose own dependencies, params or outputs differ from `dvc.lock` right now."""
     output = _run_dvc(root, ["status", "--json"], "dvc status", timeout_s)
-    return set(json.loads(output or "{}"))
+    # the JSON is one line; DVC may print warnings beside it (a lock left by a killed dvc, say)
+    documents = [line for line in output.splitlines() if line.startswith("{")]
+    return set(json.loads(documents[-1])) if documents else set()
 
 
 def repro_stage(root: Path, stage: str, timeout_s: float, echo: Callable[[str], None] | None = None) -> StageResult:
     """`dvc repro --single-item <stage>`: runs it if DVC finds it stale, else returns quickly."""
     started = time.monotonic()
-    output = _run_dvc(root, ["repro", "--single-item", stage], stage, timeout_s, echo)
-    return StageResult(stage, ran=f"Running stage '{stage}'" in output, seconds=time.monotonic() - started)
-
-
-def _run_dvc(root: Path, args: list[str], stage: str, timeout_s: float, echo: Callable[[str], None] | None = None) -> str:
-    """Run dvc under the workspace lock, streaming its lines to `echo`; returns the whole output."""
-    lines: list[str] = []
     with workspace_lock(root):
+        lock_before, runs_before = lock_entry(root, stage), run_cache_entries(root)
+        _run_dvc(root, ["repro", "--single-item", stage], stage, timeout_s, echo, locked=True)
+        lock_after, runs_after = lock_entry(root, stage), run_cache_entries(root)
+    if lock_after == lock_before:
+        outcome = UP_TO_DATE
+    else:
+        outcome = RAN if runs_after - runs_before else RESTORED
+    return StageResult(stage, outcome, seconds=time.monotonic() - started)
+
+
+def lock_entry(root: Path, stage: str) -> dict[str, object] | None:
+    """The stage's record in `dvc.lock` (hashes of its deps, params and outs); None before its first run."""
+    lock_file = root / "dvc.lock"
+    if not lock_file.is_file():
+        return None
+    entry = (yaml.safe_load(lock_file.read_text()) or {}).get("stages", {}).get(stage)
+    return entry if isinstance(entry, dict) else None
+
+
+def run_cache_entries(root: Path) -> set[str]:
+    """Files of DVC's run cache: running a stage adds one, restoring a cached run adds none."""
+    runs = _cache_dir(root) / "runs"
+    return {str(path.relative_to(runs)) for path in runs.rglob("*") if path.is_file()} if runs.is_dir() else set()
+
+
+def _cache_dir(root: Path) -> Path:
+    """The project's DVC cache folder (`dvc config cache.dir` may move it out of `.dvc/cache`)."""
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        return Path(repo.cache.legacy.path)
+
+
+def terminate_running(grace_s: float = 10) -> None:
+    """Stop every dvc process started here, and the stage commands under it (SIGTERM, then SIGKILL).
+
+    `oesdn run` calls this on its way out, so an interrupted or killed run leaves no trainer behind.
+    """
+    with _running_lock:
+        processes = list(_running)
+    for process in processes:
+        _stop_group(process, grace_s)
+
+
+def _run_dvc(
+    root: Path, args: list[str], stage: str, timeout_s: float, echo: Callable[[str], None] | None = None, locked: bool = False
+) -> str:
+    """Run dvc under the workspace lock (unless the caller holds it), streaming its lines to `echo`."""
+    lines: list[str] = []
+    with contextlib.nullcontext() if locked else workspace_lock(root):
         process = subprocess.Popen(
             [_dvc(), *args],
             cwd=root,
@@ -106,22 +168,40 @@ def _run_dvc(root: Path, args: list[str], stage: str, timeout_s: float, echo: Ca
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            start_new_session=True,  # so a timeout stops dvc and the stage command it started
+            start_new_session=True,  # so a timeout or an interrupt stops dvc and the stage command it started
         )
+        with _running_lock:
+            _running.add(process)
         reader = threading.Thread(target=_collect, args=(process, lines, echo), daemon=True)
         reader.start()
         try:
             process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+            _stop_group(process, grace_s=0)
             raise StageTimeout(stage, f"stopped after {timeout_s:.0f} s (orchestration.stage_timeout_minutes)") from None
+        except BaseException:  # interrupted (Ctrl-C, SIGTERM as SystemExit): never leave dvc running alone
+            _stop_group(process, grace_s=10)
+            raise
         finally:
+            with _running_lock:
+                _running.discard(process)
             reader.join(timeout=10)
     output = "".join(lines)
     if process.returncode != 0:
         raise classify_failure(stage, output)
     return output
+
+
+def _stop_group(process: subprocess.Popen[str], grace_s: float) -> None:
+    """SIGTERM to the process group (dvc and its stage command), SIGKILL after `grace_s` seconds."""
+    for sig in (signal.SIGTERM, signal.SIGKILL) if grace_s > 0 else (signal.SIGKILL,):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+        try:
+            process.wait(timeout=grace_s or None)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def _collect(process: subprocess.Popen[str], lines: list[str], echo: Callable[[str], None] | None) -> None:

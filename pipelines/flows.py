@@ -44,13 +44,17 @@ def _retry_transient(task: Any, task_run: Any, state: Any) -> bool:
 
 @task(name="dvc-stage", cache_policy=NO_CACHE, retry_condition_fn=_retry_transient, task_run_name="{stage}")
 def run_stage(project_dir: str, stage: str, must_check: bool, timeout_s: float) -> dict[str, Any]:
-    """Run one DVC stage unless the flow's `dvc status` showed it, and everything upstream, unchanged."""
+    """Run one DVC stage unless the flow's `dvc status` showed it, and everything upstream, unchanged.
+
+    `ran` is True when the stage's outputs changed, whether its command ran or DVC restored them
+    from its run cache: either way every stage downstream must be brought up to date.
+    """
     if not must_check:
-        return {"stage": stage, "ran": False, "seconds": 0.0}
+        return {"stage": stage, "ran": False, "outcome": dvc_runner.UP_TO_DATE, "seconds": 0.0}
     logger = get_run_logger()
     result: StageResult = dvc_runner.repro_stage(Path(project_dir), stage, timeout_s, echo=logger.info)
-    logger.info("%s: %s in %.1f s", stage, "ran" if result.ran else "up to date", result.seconds)
-    return {"stage": result.stage, "ran": result.ran, "seconds": round(result.seconds, 2)}
+    logger.info("%s: %s in %.1f s", stage, result.outcome, result.seconds)
+    return {"stage": result.stage, "ran": result.changed, "outcome": result.outcome, "seconds": round(result.seconds, 2)}
 
 
 @task(name="dvc-status", cache_policy=NO_CACHE, retry_condition_fn=_retry_transient)
@@ -82,7 +86,16 @@ def register_and_promote(project_dir: str, params_path: str, category: str) -> d
 
 
 def _params(project_dir: str, params_path: str) -> Params:
-    return load_params(Path(project_dir) / params_path)
+    """The run's settings, once the tracking server they lead to has answered.
+
+    An unreachable server at the start is no transient fault: failing here, outside any task,
+    stops the run within the `tracking.http_*` bounds instead of once per stage and retry.
+    """
+    from components.tracking.store import check_reachable
+
+    params = load_params(Path(project_dir) / params_path)
+    check_reachable(Path(project_dir), params.tracking)
+    return params
 
 
 def _with_policy(task_fn: Any, params: Params) -> Any:

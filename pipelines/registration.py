@@ -1,7 +1,11 @@
 """Register a category's current pipeline outputs as a model version, then apply the promotion policy.
 
 Idempotent: the same AE/SDN pair (same weights, preprocessing, scoring and threshold) is never
-registered twice, so re-running after a cached `dvc repro` changes nothing.
+registered twice, so re-running after a cached `dvc repro` changes nothing, and neither does a
+second `oesdn register` started at the same time (see `components.tracking.registry`).
+
+Before the policy compares a new version with the champion, the quality gates in `registry.gate_*`
+judge it alone: a version failing them is registered with the reasons but never made champion.
 """
 
 from __future__ import annotations
@@ -9,8 +13,13 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipelines.context import CODE_ROOT, StageContext
+
+if TYPE_CHECKING:  # torch and mlflow load only when a command needs them
+    from components.models.oesdn.bundle import BundleInfo
+    from components.tracking.promotion import GateVerdict
 
 
 @dataclass
@@ -36,7 +45,7 @@ def category_registry(ctx: StageContext):  # -> CategoryRegistry (mlflow importe
     from components.tracking.store import configure
 
     assert ctx.category is not None
-    configure(ctx.layout.root)
+    configure(ctx.layout.root, ctx.params.tracking)
     return CategoryRegistry(
         MlflowClient(),
         ctx.category,
@@ -46,21 +55,38 @@ def category_registry(ctx: StageContext):  # -> CategoryRegistry (mlflow importe
 
 
 def register_category(ctx: StageContext) -> Registration:
+    import mlflow
+
     from components.models.oesdn.bundle import BundleModel
+    from components.tracking.registry import registration_lock
 
     assert ctx.category is not None
     registry = category_registry(ctx)
     bundle_dir = ctx.layout.models(ctx.category)
     model = BundleModel.load(bundle_dir, device="cpu")  # checks the networks against bundle.json
     info = model.info
-    existing = registry.version_with_pair(info.pair_id)
-    if existing is not None:
-        return Registration(registry.model_name, str(existing.version), created=False)
-    run_id, model_uri = _log_model(ctx, registry.experiment, model)
-    lineage = {"oesdn.register_run": run_id, "oesdn.data_hash": info.data_hash, **_code_tags(info.provenance)}
-    version = registry.register(model_uri, info, lineage)
-    decisions = registry.apply_policy(version, ctx.params.registry.promotion_margin, _rescorer(ctx, registry.model_name, info.primary_metric))
+    with registration_lock(mlflow.get_registry_uri(), registry.model_name):
+        existing = registry.version_with_pair(info.pair_id)
+        if existing is not None:
+            return Registration(registry.model_name, str(existing.version), created=False)
+        run_id, model_uri = _log_model(ctx, registry.experiment, model)
+        lineage = {"oesdn.register_run": run_id, "oesdn.data_hash": info.data_hash, **_code_tags(info.provenance)}
+        version, created = registry.register(model_uri, info, lineage, quality_gate(ctx, info))
+        if not created:  # a concurrent registration on a remote server won the compare-and-set
+            registry.client.set_tag(run_id, "oesdn.duplicate_of", f"{registry.model_name} v{version.version}")
+            return Registration(registry.model_name, str(version.version), False, register_run_id=run_id)
+        margin = ctx.params.registry.promotion_margin
+        decisions = registry.apply_policy(version, margin, _rescorer(ctx, registry.model_name, info.primary_metric))
     return Registration(registry.model_name, str(version.version), True, decisions, run_id)
+
+
+def quality_gate(ctx: StageContext, info: BundleInfo) -> GateVerdict:
+    """The `registry.gate_*` params applied to the bundle's own metrics (no champion involved)."""
+    from components.tracking.promotion import QualityGates, check_gates
+
+    settings = ctx.params.registry
+    gates = QualityGates(settings.gate_min_primary_metric, settings.gate_max_baseline_shortfall, settings.gate_label_free)
+    return check_gates(info.metrics, info.primary_metric, gates)
 
 
 def _code_tags(provenance: dict) -> dict[str, str]:

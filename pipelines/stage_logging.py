@@ -29,7 +29,7 @@ def track_stage(
     from components.tracking.lineage import dependency_tags, run_tags
     from components.tracking.store import configure
 
-    configure(ctx.layout.root)
+    configure(ctx.layout.root, ctx.params.tracking)
     tags = run_tags(ctx.category, stage, provenance, dependency_tags(ctx.layout.root, dependencies))
     experiment = runs.experiment_name(ctx.params.tracking.experiment_prefix, ctx.category)
     with runs.stage_run(experiment, f"{ctx.category}/{stage}", tags) as run_id:

@@ -255,3 +255,10 @@ def test_devsuite_cli_runs_the_pipeline_stages_and_reuses_training_for_a_scoring
     assert by_method["first"]["ae_l2"] == by_method["ssim"]["ae_l2"] and by_method["first"]["oe_sdn"] != by_method["ssim"]["oe_sdn"]
     with pytest.raises(SystemExit, match="no folder for categories"):
         main([*common, "--categories", "no_such_category"])
+
+
+def test_contention_cli_times_each_thread_count_and_wait_policy(tmp_path: Path) -> None:
+    assert main(["--no-progress", "bench", "contention", "--steps", "3", "--busy", "0", "--out", str(tmp_path)]) == 0
+    rows = [line.split() for line in (tmp_path / "contention.md").read_text().splitlines()[2:]]
+    assert {(row[0], row[1]) for row in rows} >= {("1", "default"), ("1", "PASSIVE")}
+    assert all(float(row[2]) > 0 and float(row[3]) > 0 for row in rows)

@@ -25,8 +25,10 @@ class S3Settings:
     secret_access_key: str | None = field(default=None, repr=False)
     session_token: str | None = field(default=None, repr=False)
     connect_timeout: float = 5.0
-    read_timeout: float = 60.0
+    read_timeout: float = 20.0
+    """Per socket read, not per transfer: a hung endpoint costs at most about 3 x 20 s plus backoff."""
     max_attempts: int = 3
+    """Attempts in all (botocore's standard mode), so a down endpoint is reported within about a minute."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> S3Settings:

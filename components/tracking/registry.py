@@ -3,13 +3,24 @@
 Every decision, automatic or by hand, is written where the MLflow UI shows it: tags on the model and
 its versions, and a `promotion` run per decision whose `promotion_log.jsonl` artifact holds the
 category's whole history.
+
+`challenger` is the newest version that passed the quality gates; a version that failed them is
+registered with the reasons (tag `oesdn.quality_gate`) but gets no alias, so nothing serving or
+shadowing an alias picks it up. Only `oesdn promote --override-gates` makes it champion, recorded.
+
+One AE/SDN pair is one version, even under concurrent `oesdn register` calls: a lock beside a
+SQLite store serialises them, and on any store the version holding a pair id is the lowest one, so
+a call that finds a lower twin after creating its version deletes its own (a compare-and-set).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import tempfile
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +30,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from components.models.oesdn.bundle import BUNDLE_FILE, NETWORK_FILES, BundleInfo
-from components.tracking.promotion import Candidate, Decision, current_user, decide
+from components.tracking.promotion import Candidate, Decision, GateVerdict, current_user, decide
 from components.tracking.runs import stage_run
 
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -27,7 +38,14 @@ PAIR_TAG = "oesdn.pair_id"
 POLICY_CHAMPION_TAG = "oesdn.champion_set_by_oesdn"
 """The version oesdn last made champion; a different @champion means a person moved it."""
 DECISION_TAG = "oesdn.decision"
+GATE_TAG = "oesdn.quality_gate"
+"""'passed' or 'failed: <reasons>'; versions registered before the gates existed have none."""
+GATE_OVERRIDE_TAG = "oesdn.quality_gate_override"
 LOG_ARTIFACT = "promotion_log.jsonl"
+TAG_LIMIT = 5000
+"""MLflow's longest tag value."""
+LOCK_WAIT_S = 300.0
+"""How long `oesdn register` waits for a concurrent registration of the same model to finish."""
 
 
 class RegistryError(RuntimeError):
@@ -58,6 +76,11 @@ class CategoryRegistry:
         found = self.client.search_model_versions(f"name='{self.model_name}' and tag.`{PAIR_TAG}`='{pair_id}'")
         return min(found, key=lambda v: int(v.version)) if found else None
 
+    def gate_failures(self, version: ModelVersion) -> str:
+        """'' for a version that passed the quality gates (or predates them), else why it failed."""
+        recorded = version.tags.get(GATE_TAG, "passed")
+        return "" if recorded == "passed" else recorded.removeprefix("failed: ")
+
     def candidate(self, version: ModelVersion) -> Candidate:
         tags = version.tags
         try:
@@ -76,16 +99,16 @@ class CategoryRegistry:
         return [Decision.from_json(run.data.tags[DECISION_TAG]) for run in runs if DECISION_TAG in run.data.tags]
 
     # --- writing ---------------------------------------------------------------------------
-    def register(self, model_uri: str, info: BundleInfo, lineage: dict[str, str]) -> ModelVersion:
-        """A new version of the bundle logged at `model_uri`, tagged with its metrics and lineage."""
+    def register(self, model_uri: str, info: BundleInfo, lineage: dict[str, str], gate: GateVerdict) -> tuple[ModelVersion, bool]:
+        """The version holding the bundle logged at `model_uri`, and whether this call created it.
+
+        The new version carries its metrics, lineage and quality-gate verdict from the start, so a
+        concurrent call's pair search sees it; if that search then finds a lower version with the
+        same pair, this call lost the race and deletes its own (see the module docstring).
+        """
         import mlflow
 
-        if not self._model_exists():
-            self.client.create_registered_model(
-                self.model_name,
-                tags={"oesdn.category": self.category},
-                description=f"OE-SDN AE/SDN pair for {self.category!r}; aliases: champion (serving), challenger (newest)",
-            )
+        self._ensure_model()
         tags = {
             PAIR_TAG: info.pair_id,
             "oesdn.category": self.category,
@@ -94,17 +117,27 @@ class CategoryRegistry:
             "oesdn.test_manifest_hash": info.test_manifest_hash,
             "oesdn.image_threshold": f"{info.image_threshold:.8g}",
             **{f"oesdn.metrics.{m}.{k}": f"{v:.6f}" for m, vals in info.metrics.items() for k, v in vals.items() if v is not None},
+            GATE_TAG: "passed" if gate.passed else f"failed: {gate.summary()}"[:TAG_LIMIT],
             **lineage,
         }
         version = mlflow.register_model(model_uri, self.model_name, tags=tags)
-        self.client.set_registered_model_alias(self.model_name, CHALLENGER, str(version.version))
-        return self.client.get_model_version(self.model_name, str(version.version))
+        first = self.version_with_pair(info.pair_id)
+        if first is not None and str(first.version) != str(version.version):
+            self.client.delete_model_version(self.model_name, str(version.version))
+            return first, False
+        if gate.passed:
+            self.client.set_registered_model_alias(self.model_name, CHALLENGER, str(version.version))
+        return self.client.get_model_version(self.model_name, str(version.version)), True
 
     def apply_policy(self, challenger: ModelVersion, margin: float, rescore: Rescorer) -> list[Decision]:
         """Compare the challenger with whatever @champion is now (hand moves included), then record."""
         decisions = self._notice_hand_move()
         champion = self.version_by_alias(CHAMPION)
         ours = self.candidate(challenger)
+        failures = self.gate_failures(challenger)
+        if failures:
+            decisions.append(self._apply(self._gated(challenger, champion, ours, failures)))
+            return decisions
         theirs = None if champion is None else self._comparable(champion, ours, rescore)
         promote, reason = decide(ours, theirs, margin)
         action = "first_champion" if champion is None else ("promoted" if promote else "kept")
@@ -122,11 +155,18 @@ class CategoryRegistry:
         decisions.append(self._apply(decision))
         return decisions
 
-    def promote(self, version: str, reason: str) -> Decision:
+    def promote(self, version: str, reason: str, override_gates: bool = False) -> Decision:
+        """Make `version` champion by hand; one that failed the quality gates needs `override_gates`."""
         target = self._version(version)
         champion = self.version_by_alias(CHAMPION)
         if champion is not None and str(champion.version) == str(target.version):
             raise RegistryError(f"{self.model_name} v{version} already is the champion")
+        failures = self.gate_failures(target)
+        if failures and not override_gates:
+            raise RegistryError(
+                f"{self.model_name} v{version} failed the quality gates ({failures}); "
+                "add --override-gates to make it champion anyway (the override is recorded)"
+            )
         compared = [self.candidate(target)] + ([] if champion is None else [self.candidate(champion)])
         decision = Decision(
             self.category,
@@ -135,9 +175,12 @@ class CategoryRegistry:
             f"{current_user()} via oesdn promote",
             None if champion is None else str(champion.version),
             str(target.version),
-            reason,
+            f"{reason}; overrides the failed quality gates: {failures}" if failures else reason,
             _metrics(*compared),
         )
+        if failures:
+            override = f"{decision.actor} at {decision.timestamp}: {reason}"
+            self.client.set_model_version_tag(self.model_name, str(target.version), GATE_OVERRIDE_TAG, override[:TAG_LIMIT])
         return self._apply(decision)
 
     def rollback(self, reason: str) -> Decision:
@@ -172,6 +215,36 @@ class CategoryRegistry:
             return False
         return True
 
+    def _ensure_model(self) -> None:
+        """Create the registered model unless it exists; a concurrent call creating it too is fine."""
+        if self._model_exists():
+            return
+        try:
+            self.client.create_registered_model(
+                self.model_name,
+                tags={"oesdn.category": self.category},
+                description=f"OE-SDN AE/SDN pair for {self.category!r}; aliases: champion (serving), "
+                "challenger (newest version that passed the quality gates)",
+            )
+        except MlflowException:
+            if not self._model_exists():
+                raise
+
+    def _gated(self, challenger: ModelVersion, champion: ModelVersion | None, ours: Candidate, failures: str) -> Decision:
+        """The policy's record that a version failing the quality gates stays off @champion."""
+        current = None if champion is None else str(champion.version)
+        return Decision(
+            self.category,
+            self.model_name,
+            "gated",
+            "oesdn quality gates",
+            current,
+            current,
+            f"v{challenger.version} failed the quality gates, so it is not made champion: {failures}. "
+            f"To serve it anyway: oesdn promote --category {self.category} --version {challenger.version} --override-gates",
+            _metrics(ours),
+        )
+
     def _version(self, version: str) -> ModelVersion:
         try:
             return self.client.get_model_version(self.model_name, str(version))
@@ -184,14 +257,14 @@ class CategoryRegistry:
         tags = self.client.get_registered_model(self.model_name).tags
         last_set = tags.get(POLICY_CHAMPION_TAG)
         now = None if champion is None else str(champion.version)
-        if last_set is None or last_set == now:
+        if last_set is None or last_set == (now or ""):  # '' records "no champion", e.g. after a gated first version
             return []
         decision = Decision(
             self.category,
             self.model_name,
             "moved_in_ui",
             "a person, outside oesdn (e.g. the MLflow UI)",
-            last_set,
+            last_set or None,
             now,
             "champion alias found moved by hand; respected as the champion to beat",
         )
@@ -238,6 +311,40 @@ class CategoryRegistry:
             log = Path(tmp) / LOG_ARTIFACT
             log.write_text("".join(d.to_json() + "\n" for d in history))
             mlflow.log_artifact(str(log))
+
+
+@contextlib.contextmanager
+def registration_lock(registry_uri: str, model_name: str, wait_s: float = LOCK_WAIT_S) -> Iterator[None]:
+    """Serialise registrations of one model in a local SQLite store: a `flock` on a file beside it.
+
+    The pair search and the version creation are two calls, so two concurrent `oesdn register`
+    runs could both find no version and both create one; under the lock the second finds the
+    first's. The kernel frees the lock when its holder dies. Other stores (an HTTP server) cannot
+    be locked from here: `CategoryRegistry.register`'s compare-and-set covers them.
+    """
+    if not registry_uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    lock_path = Path(f"{registry_uri.removeprefix('sqlite:///')}.{model_name}.register.lock")
+    descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise RegistryError(
+                        f"another `oesdn register` of {model_name} has held {lock_path} for over {wait_s:.0f} s; "
+                        "wait for it to finish (or stop it), then run again"
+                    ) from None
+                time.sleep(0.2)
+        yield
+    finally:
+        os.close(descriptor)
 
 
 def _metrics(*candidates: Candidate | None) -> dict[str, dict[str, float | str]]:

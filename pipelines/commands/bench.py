@@ -1,4 +1,4 @@
-"""`oesdn bench oneclass|devsuite|speed|predict`: the paper's one-class benchmark, the development suite,
+"""`oesdn bench oneclass|devsuite|speed|predict|contention`: the paper's one-class benchmark, the development suite,
 training speed/memory, and `oesdn predict` throughput (torch vs onnxruntime).
 
 The work lives in components/benchmarks; this module only parses arguments and writes the results.
@@ -48,6 +48,11 @@ def add_parser(commands: Any) -> None:
     common(speed, default_threads=2)
     speed.add_argument("--params", type=Path, help="project params file (default: speed.params of the settings)")
 
+    contention = modes.add_parser("contention", help="SDN step time alone and beside busy processes, per thread count and OpenMP wait policy")
+    common(contention, default_threads=1)
+    contention.add_argument("--steps", type=int, default=8, help="timed steps per configuration (default 8)")
+    contention.add_argument("--busy", type=int, help="competing busy processes (default: one per CPU)")
+
     predict = modes.add_parser("predict", help="`oesdn predict` throughput: torch vs onnxruntime, batch 1 vs batch N")
     common(predict, default_threads=2)
     predict.add_argument("--model", default="models/brick", help="bundle folder or models:/ URI (default: models/brick)")
@@ -67,6 +72,8 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     if args.bench_command == "predict":
         return _predict(args)
+    if args.bench_command == "contention":
+        return _contention(args)
     device = select_device(args.device)
     if args.bench_command == "devsuite":
         return _devsuite(args, device)
@@ -156,5 +163,22 @@ def _predict(args: argparse.Namespace) -> int:
     out = args.out / "predict_speed.md"
     write_text_atomic(out, markdown)
     print(markdown)
+    print(f"wrote {out}")
+    return 0
+
+
+def _contention(args: argparse.Namespace) -> int:
+    import os
+
+    from components.benchmarks.contention import measure_contention
+    from components.io import write_text_atomic
+
+    busy = args.busy if args.busy is not None else len(os.sched_getaffinity(0))
+    if args.steps < 1 or busy < 0:
+        raise SystemExit(f"oesdn bench contention: --steps must be >= 1 and --busy >= 0, got {args.steps}, {busy}")
+    table = measure_contention(args.steps, busy)
+    out = args.out / "contention.md"
+    write_text_atomic(out, table)
+    print(table)
     print(f"wrote {out}")
     return 0

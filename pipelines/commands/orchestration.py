@@ -36,12 +36,32 @@ def _local_prefect_state(project: Path) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from components.config import load_params
+    from components.processes import exit_on_signals
+    from components.tracking.store import TrackingUnreachableError, check_reachable
+
     project = Path.cwd()
+    try:  # before Prefect starts its temporary server: a server that is down ends the run in seconds
+        check_reachable(project, load_params(args.params).tracking)
+    except TrackingUnreachableError as error:
+        print(f"oesdn run: error: {error}", file=sys.stderr)
+        return 1
     _local_prefect_state(project)
+    exit_on_signals()  # `kill` runs the clean-up below and Prefect's, which stops its temporary server
+    from pipelines import dvc_runner
     from pipelines.flows import train_all
+
+    try:
+        state = train_all(args.category, str(project), str(args.params), return_state=True)
+    finally:
+        dvc_runner.terminate_running()  # an interrupted run leaves no dvc or trainer behind
+    return _report(project, state)
+
+
+def _report(project: Path, state: Any) -> int:
+    """Print the summary and each category's promotion decision; 1 when any category failed."""
     from pipelines.project_paths import ProjectLayout
 
-    state = train_all(args.category, str(project), str(args.params), return_state=True)
     results = state.result(raise_on_failure=False)
     results = results if isinstance(results, dict) else {}
     print()

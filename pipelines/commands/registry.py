@@ -12,7 +12,8 @@ def add_parser(commands: Any) -> None:
         "register",
         help="register a category's current AE/SDN pair in MLflow and apply the promotion policy",
         description="Register models/<category>/ as a new version of <prefix><category> (unless identical to "
-        "an existing one), alias it 'challenger', and move 'champion' if the policy in params.yaml says so.",
+        "an existing one). If it passes the quality gates (registry.gate_* in params.yaml), alias it 'challenger' "
+        "and move 'champion' if the promotion policy says so; if not, tag it with the reasons and move no alias.",
     )
     register.add_argument("--category", required=True, action="append", help="category (repeat for several)")
     register.set_defaults(handler=_register)
@@ -21,6 +22,11 @@ def add_parser(commands: Any) -> None:
     promote.add_argument("--category", required=True)
     promote.add_argument("--version", required=True, help="registered model version number")
     promote.add_argument("--reason", default="promoted by hand", help="why, recorded in the promotion log")
+    promote.add_argument(
+        "--override-gates",
+        action="store_true",
+        help="promote a version that failed the quality gates; who, when and why are tagged on the version",
+    )
     promote.set_defaults(handler=_promote)
 
     rollback = commands.add_parser("rollback", help="give the champion alias back to the previous champion")
@@ -45,7 +51,7 @@ def _register(args: argparse.Namespace) -> int:
 
 
 def _promote(args: argparse.Namespace) -> int:
-    return _by_hand(args, lambda registry: registry.promote(args.version, args.reason))
+    return _by_hand(args, lambda registry: registry.promote(args.version, args.reason, args.override_gates))
 
 
 def _rollback(args: argparse.Namespace) -> int:

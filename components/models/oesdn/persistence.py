@@ -2,17 +2,21 @@
 
 Everything stored is a tensor, number, string, list or dict, so `torch.load(weights_only=True)`
 reads it back (through `components.torch_files`) without unpickling arbitrary objects.
+
+The same network and record always give the same bytes: DVC hashes and the registry's pair id
+follow the file, so a retrain that reproduces the weights must not look like a new model.
 """
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
-from components.io import atomic_path
+from components.io import write_bytes_atomic
 from components.models.oesdn.networks import ConvAutoencoder, StyleDistillationNet
 from components.torch_files import TorchFileError, read_torch_file
 
@@ -31,8 +35,19 @@ def save_network(
     path: Path, network: nn.Module, kind: NetworkKind, arch: dict[str, int], extra: dict[str, Any]
 ) -> None:
     state = {k: v.detach().cpu() for k, v in network.state_dict().items()}
-    with atomic_path(path) as tmp:
-        torch.save({"kind": kind, "arch": arch, "state_dict": state, **extra}, tmp)
+    write_bytes_atomic(path, network_bytes({"kind": kind, "arch": arch, "state_dict": state, **extra}))
+
+
+def network_bytes(record: dict[str, Any]) -> bytes:
+    """`record` as `torch.save` writes it, independent of the file it will land in.
+
+    Saved to a path, torch names the zip archive's root folder after the file, here the random
+    temporary name `atomic_path` picks, so identical weights gave different bytes. Saved to a
+    buffer, the folder is always `archive`; the rest of the archive depends only on `record`.
+    """
+    buffer = io.BytesIO()
+    torch.save(record, buffer)
+    return buffer.getvalue()
 
 
 def load_network(path: Path, expected_kind: NetworkKind) -> tuple[nn.Module, dict[str, Any]]:

@@ -1,0 +1,139 @@
+"""Process hygiene for unattended runs: die with the parent, share the CPUs, one writer per output.
+
+Stage commands are started by `dvc repro`, itself often started by `oesdn run`. Killing either
+must not leave a trainer behind writing files the next run reads, and a second trainer must never
+write the same checkpoint beside the first. On a machine shared with another job, OpenMP threads
+that spin while they wait for each other stall every step; passive waiting keeps the slowdown to
+the run's share of the CPUs (benchmarks/contention.py measures it).
+
+Nothing here imports torch: `prepare_stage_process` must run before torch loads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import FrameType
+
+PR_SET_PDEATHSIG = 1
+"""From <linux/prctl.h>: the signal the kernel sends this process when its parent exits."""
+
+
+class OutputLockedError(RuntimeError):
+    """Another live process holds the lock on the files this one would write."""
+
+
+def die_with_parent(sig: signal.Signals = signal.SIGTERM) -> bool:
+    """Ask Linux to send `sig` to this process when its parent exits; False where unsupported.
+
+    A parent killed by SIGKILL cannot stop its children itself; the kernel can. If the parent is
+    already gone by the time this runs (a race at start-up), the signal is sent at once.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) != 0:
+            return False
+    except (OSError, AttributeError):
+        return False
+    if os.getppid() != parent:
+        os.kill(os.getpid(), sig)
+    return True
+
+
+def cpu_threads(requested: int = 0) -> int:
+    """`requested` threads, or for 0 one per CPU this process may run on (its affinity, not the host's)."""
+    if requested > 0:
+        return requested
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def share_cpus(threads: int = 0) -> None:
+    """OpenMP threads that sleep while waiting, `cpu_threads(threads)` of them, unless the user set them.
+
+    Must run before torch is imported: OpenMP reads these variables once, when it loads.
+    """
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    os.environ.setdefault("OMP_NUM_THREADS", str(cpu_threads(threads)))
+
+
+def exit_on_signals() -> None:
+    """First SIGTERM or SIGINT: SystemExit or KeyboardInterrupt in the main thread, so `finally`
+    blocks and atexit handlers stop child processes (dvc, Prefect's temporary server). A second:
+    stop every descendant and exit at once.
+
+    Python's default for SIGTERM ends the process without any clean-up. The second signal matters
+    after Ctrl-C, which also stops Prefect's temporary server: Prefect then retries reporting the
+    crash to it for minutes.
+    """
+    received: list[int] = []
+
+    def _handle(signum: int, _frame: FrameType | None) -> None:
+        if received:
+            stop_descendants()
+            os._exit(128 + signum)
+        received.append(signum)
+        print(f"oesdn: stopping after signal {signum}; send it again to exit at once", file=sys.stderr)
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise SystemExit(128 + signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _handle)
+
+
+def stop_descendants(grace_s: float = 5) -> None:
+    """SIGTERM to every process below this one, SIGKILL to those still alive after `grace_s`."""
+    import psutil  # installed with dvc and prefect
+
+    children = psutil.Process().children(recursive=True)
+    for child in children:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.terminate()
+    _, alive = psutil.wait_procs(children, timeout=grace_s)
+    for child in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.kill()
+
+
+def prepare_stage_process(threads: int = 0) -> None:
+    """Everything a stage command sets up before it loads torch."""
+    die_with_parent()
+    share_cpus(threads)
+
+
+@contextlib.contextmanager
+def single_writer(lock_path: Path, what: str) -> Iterator[None]:
+    """Hold an exclusive lock on `lock_path` (created if missing) for the block, or fail at once.
+
+    The kernel releases a `flock` when its holder exits, however it exits, so a killed writer never
+    leaves a stale lock. The file keeps the holder's PID for the message a second writer gets.
+    """
+    import fcntl
+
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(descriptor, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise OutputLockedError(
+                f"{what} is being written by another process (PID {holder}), which holds the lock {lock_path}; "
+                f"wait for it to finish or stop it (kill {holder}), then run again"
+            ) from None
+        os.ftruncate(descriptor, 0)
+        os.pwrite(descriptor, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(descriptor)
