@@ -81,3 +81,46 @@ def evaluation_page_link(project: Path, category: str) -> str:
     if not page.is_file():
         return f"_no evaluation page at {page}_"
     return f"Evaluation page: [{category}/{PAGE_NAME}]({page.as_uri()}) (`{page}`)"
+
+
+def ending_lines(project: Path, results: dict[str, dict[str, Any]], image_quantile: float) -> list[str]:
+    """The last lines of `oesdn run`: per category, what ships and what it does at its threshold.
+
+    One line each: the registered version of `<prefix><category>` and the promotion decision, OE-SDN's pixel and image
+    AUROC beside the best baseline's, false alarms on good test parts and recall, and the page to
+    open; then a warning line where a baseline beats the shipped model or the false alarms exceed
+    what the threshold aims at (1 - `score.image_threshold_quantile`).
+    """
+    lines, warnings = [], []
+    layout = ProjectLayout(project)
+    for category, result in results.items():
+        registration = result["registration"]
+        decision = (registration["decisions"] or ["already registered, champion unchanged"])[0]
+        decision = decision.split(" by ", 1)[0].split(" (", 1)[0].removeprefix(f"{registration['model_name']}: ")
+        if not layout.evaluation(category).is_file():
+            lines.append(f"{category}: {registration['model_name']} v{registration['version']} {decision} (no evaluation record found)")
+            continue
+        metrics = json.loads(layout.evaluation(category).read_text())["metrics"]
+        ours = metrics["oe_sdn"]
+        figures = []
+        for key, label in (("pixel_auroc", "pixel"), ("image_auroc", "image")):
+            best = max((m for m in ("ae_l2", "ae_ssim") if metrics[m].get(key) is not None), key=lambda m: metrics[m][key], default=None)
+            if ours.get(key) is None or best is None:
+                figures.append(f"{label} —")
+                continue
+            figures.append(f"{label} {ours[key]:.3f} ({_METHOD_NAMES[best]} {metrics[best][key]:.3f})")
+            if ours[key] < metrics[best][key] - 0.005:
+                warnings.append(f"warning: {category}: {_METHOD_NAMES[best]} beats the shipped OE-SDN on {label} AUROC")
+        alarms, recall = ours.get("false_alarm_rate"), ours.get("recall")
+        figures.append(f"false alarms {_percent(alarms)} | recall {_percent(recall)}")
+        if alarms is not None and alarms > 1 - image_quantile + 0.04:
+            warnings.append(
+                f"warning: {category}: the threshold flags {_percent(alarms)} of good test parts, aiming at {_percent(1 - image_quantile)}"
+            )
+        lines.append(f"{category}: v{registration['version']} {decision} | " + " | ".join(figures))
+    pages = layout.relative(layout.reports("<category>") / "index.html")
+    return [*lines, *warnings, f"look at: {pages} (one page per category), {layout.relative(layout.summary_md)}"]
+
+
+def _percent(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.0f} %"

@@ -306,3 +306,24 @@ def test_import_does_not_load_matplotlib() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             cwd=Path(__file__).resolve().parents[1], check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_the_end_of_oesdn_run_states_the_operating_point_and_warns(tmp_path: Path) -> None:
+    from pipelines.run_report import ending_lines
+
+    metrics = {
+        "oe_sdn": {"pixel_auroc": 0.979, "image_auroc": 0.782, "false_alarm_rate": 0.44, "recall": 0.79},
+        "ae_l2": {"pixel_auroc": 0.976, "image_auroc": 0.743, "false_alarm_rate": 0.2, "recall": 0.5},
+        "ae_ssim": {"pixel_auroc": 0.976, "image_auroc": 0.888, "false_alarm_rate": 0.0, "recall": 0.6},
+    }
+    (tmp_path / "evaluations").mkdir()
+    (tmp_path / "evaluations" / "brick.json").write_text(json.dumps({"metrics": metrics}))
+    registration = {"model_name": "oesdn-brick", "version": "3", "decisions": [
+        "oesdn-brick: first_champion (champion none -> v3) by oesdn promotion policy: no champion yet"]}
+    lines = ending_lines(tmp_path, {"brick": {"registration": registration}}, 0.99)
+    assert lines[0] == (
+        "brick: v3 first_champion | pixel 0.979 (AE-L2 0.976) | image 0.782 (AE-SSIM 0.888) | false alarms 44 % | recall 79 %"
+    )
+    assert "warning: brick: AE-SSIM beats the shipped OE-SDN on image AUROC" in lines
+    assert "warning: brick: the threshold flags 44 % of good test parts, aiming at 1 %" in lines
+    assert lines[-1] == "look at: reports/<category>/index.html (one page per category), reports/summary.md" and max(map(len, lines)) <= 120

@@ -55,23 +55,18 @@ def _run(args: argparse.Namespace) -> int:
         state = train_all(args.category, str(project), str(args.params), return_state=True)
     finally:
         dvc_runner.terminate_running()  # an interrupted run leaves no dvc or trainer behind
-    return _report(project, state)
+    return _report(project, state, args.params)
 
 
-def _report(project: Path, state: Any) -> int:
+def _report(project: Path, state: Any, params_path: Path) -> int:
     """Print the summary and each category's promotion decision; 1 when any category failed."""
-    from pipelines.project_paths import ProjectLayout
+    from components.config import load_params
+    from pipelines.run_report import ending_lines
 
     results = state.result(raise_on_failure=False)
     results = results if isinstance(results, dict) else {}
     print()
-    summary = ProjectLayout(project).summary_md
-    if summary.is_file():
-        print(summary.read_text())
-    for category, result in results.items():
-        print(f"{category}: " + "; ".join(result["registration"]["decisions"] or [
-            f"{result['registration']['model_name']} v{result['registration']['version']} already registered, champion unchanged"
-        ]))
+    print("\n".join(ending_lines(project, results, load_params(params_path).score.image_threshold_quantile)))
     if not state.is_completed():
         print(f"oesdn run: {state.message}", file=sys.stderr)
         return 1
