@@ -81,7 +81,7 @@ class StageResult:
         return self.outcome != UP_TO_DATE
 
 
-def _env() -> dict[str, str]:
+def dvc_env() -> dict[str, str]:
     """This interpreter's bin folder first, so `dvc` finds the same `oesdn` the caller imports."""
     bin_dir = str(Path(sys.executable).parent)
     path = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
@@ -89,7 +89,7 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PATH": path, "DVC_NO_ANALYTICS": "1", "OESDN_NO_PROGRESS": "1"}
 
 
-def _dvc() -> str:
+def dvc_executable() -> str:
     candidate = Path(sys.executable).parent / "dvc"
     return str(candidate) if candidate.exists() else "dvc"
 
@@ -101,7 +101,7 @@ def workspace_lock(root: Path) -> FileLock:
 
 def stale_stages(root: Path, timeout_s: float = 600) -> set[str]:
     """Stages whose own dependencies, params or outputs differ from `dvc.lock` right now."""
-    output = _run_dvc(root, ["status", "--json"], "dvc status", timeout_s)
+    output = run_dvc(root, ["status", "--json"], "dvc status", timeout_s)
     # the JSON is one line; DVC may print warnings beside it (a lock left by a killed dvc, say)
     documents = [line for line in output.splitlines() if line.startswith("{")]
     return set(json.loads(documents[-1])) if documents else set()
@@ -112,7 +112,7 @@ def repro_stage(root: Path, stage: str, timeout_s: float, echo: Callable[[str], 
     started = time.monotonic()
     with workspace_lock(root):
         lock_before, runs_before = lock_entry(root, stage), run_cache_entries(root)
-        _run_dvc(root, ["repro", "--single-item", stage], stage, timeout_s, echo, locked=True)
+        run_dvc(root, ["repro", "--single-item", stage], stage, timeout_s, echo, locked=True)
         lock_after, runs_after = lock_entry(root, stage), run_cache_entries(root)
     if lock_after == lock_before:
         outcome = UP_TO_DATE
@@ -155,16 +155,16 @@ def terminate_running(grace_s: float = 10) -> None:
         _stop_group(process, grace_s)
 
 
-def _run_dvc(
+def run_dvc(
     root: Path, args: list[str], stage: str, timeout_s: float, echo: Callable[[str], None] | None = None, locked: bool = False
 ) -> str:
     """Run dvc under the workspace lock (unless the caller holds it), streaming its lines to `echo`."""
     lines: list[str] = []
     with contextlib.nullcontext() if locked else workspace_lock(root):
         process = subprocess.Popen(
-            [_dvc(), *args],
+            [dvc_executable(), *args],
             cwd=root,
-            env=_env(),
+            env=dvc_env(),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

@@ -124,14 +124,14 @@ def _bring_up_to_date(project_dir: str, params: Params, stages: list[str]) -> li
     return results
 
 
-@flow(name="train-category", log_prints=True)
+@flow(name="train-category", log_prints=True, flow_run_name="train-{category}")
 def train_category(category: str, project_dir: str = ".", params_path: str = "params.yaml") -> dict[str, Any]:
     """One category: DVC stages in order, then register and decide promotion."""
     params = _params(project_dir, params_path)
     if category not in params.categories:
         raise ValueError(f"unknown category {category!r}; params.yaml `categories` has {sorted(params.categories)}")
     _pipeline_run_tag()
-    global_stages = ["generate"] if _has_generate(project_dir) else []
+    global_stages = ["generate"] if has_generate(project_dir) else []
     stages = _bring_up_to_date(project_dir, params, global_stages + [f"{name}@{category}" for name in CATEGORY_STAGES])
     registration = _with_policy(register_and_promote, params)(project_dir, params_path, category)
     result = {"category": category, "stages": stages, "registration": registration}
@@ -179,7 +179,7 @@ def _failure_reason(state: Any) -> str:
     return state.message or state.name
 
 
-def _has_generate(project_dir: str) -> bool:
+def has_generate(project_dir: str) -> bool:
     import yaml
 
     stages = yaml.safe_load((Path(project_dir) / "dvc.yaml").read_text()).get("stages", {})

@@ -24,7 +24,7 @@ from prefect.context import get_run_context
 from prefect.states import Failed
 
 from pipelines import dvc_runner
-from pipelines.flows import CATEGORY_STAGES, _has_generate, train_category
+from pipelines.flows import CATEGORY_STAGES, has_generate, train_category
 
 DEPLOYMENT_NAME = "oesdn-worker"
 FLOW_NAME = "train-category-in-workspace"
@@ -64,8 +64,8 @@ def clone_workspace(source: str, workspace: Path) -> Path:
 def default_remote(workspace: Path) -> str:
     """The DVC remote the project commits in `.dvc/config`; outputs can only be shared through one."""
     found = subprocess.run(
-        [dvc_runner._dvc(), "remote", "default", "--project"],
-        cwd=workspace, capture_output=True, text=True, env=dvc_runner._env(), timeout=120, check=False,
+        [dvc_runner.dvc_executable(), "remote", "default", "--project"],
+        cwd=workspace, capture_output=True, text=True, env=dvc_runner.dvc_env(), timeout=120, check=False,
     )
     remote = found.stdout.strip() if found.returncode == 0 else ""
     if not remote:
@@ -78,7 +78,7 @@ def default_remote(workspace: Path) -> str:
 
 def category_targets(workspace: Path, category: str) -> list[str]:
     """The stages one category's run depends on and produces: `generate` (if any) and its own chain."""
-    return (["generate"] if _has_generate(str(workspace)) else []) + [f"{stage}@{category}" for stage in CATEGORY_STAGES]
+    return (["generate"] if has_generate(str(workspace)) else []) + [f"{stage}@{category}" for stage in CATEGORY_STAGES]
 
 
 def _flow_run_id() -> str:
@@ -116,10 +116,10 @@ def train_category_in_workspace(
     logger.info("workspace %s (clone of %s)", workspace, source)
     remote = default_remote(workspace)
     targets = category_targets(workspace, category)
-    pulled = dvc_runner._run_dvc(workspace, ["pull", "--allow-missing", *targets], "dvc pull", TRANSFER_TIMEOUT_S)
+    pulled = dvc_runner.run_dvc(workspace, ["pull", "--allow-missing", *targets], "dvc pull", TRANSFER_TIMEOUT_S)
     logger.info("dvc pull from remote %r: %s", remote, (pulled.strip().splitlines() or ["nothing to pull"])[-1])
     result = train_category(category, str(workspace), params_path)
-    pushed = dvc_runner._run_dvc(workspace, ["push", *targets], "dvc push", TRANSFER_TIMEOUT_S)
+    pushed = dvc_runner.run_dvc(workspace, ["push", *targets], "dvc push", TRANSFER_TIMEOUT_S)
     logger.info("dvc push to remote %r: %s", remote, (pushed.strip().splitlines() or ["nothing to push"])[-1])
     branch = _push_lock(workspace, category, f"{lock_branch_prefix}/{category}-{run_id}") if lock_branch_prefix else None
     return {

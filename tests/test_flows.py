@@ -87,6 +87,10 @@ def test_train_category_runs_stages_in_order_then_registers(project: Path) -> No
     names = task_names(state.state_details.flow_run_id)
     assert names[0].startswith("dvc-status")
     assert names[1:] == STAGES + ["register-brick"]
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:  # the Prefect UI lists the run by its category
+        assert client.read_flow_run(state.state_details.flow_run_id).name == "train-brick"
 
 
 def test_a_second_run_skips_every_cached_stage_and_registers_nothing(project: Path) -> None:
