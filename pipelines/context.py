@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,8 @@ class StageContext:
     category: str | None
     progress: bool
     device: str
+    started_ms: int = field(default_factory=lambda: int(time.time() * 1000))
+    """When the stage began: its MLflow run, logged at the end, spans the whole stage from here."""
 
     def code(self) -> dict[str, Any]:
         return code_version(CODE_ROOT, [CODE_ROOT / "components", CODE_ROOT / "pipelines"])

@@ -32,7 +32,7 @@ def track_stage(
     configure(ctx.layout.root, ctx.params.tracking)
     tags = run_tags(ctx.category, stage, provenance, dependency_tags(ctx.layout.root, dependencies))
     experiment = runs.experiment_name(ctx.params.tracking.experiment_prefix, ctx.category)
-    with runs.stage_run(experiment, f"{ctx.category}/{stage}", tags) as run_id:
+    with runs.stage_run(experiment, f"{ctx.category}/{stage}", tags, ctx.started_ms) as run_id:
         runs.log_params(provenance["params"])
         if history:
             runs.log_history(history)

@@ -74,6 +74,9 @@ def test_each_training_and_evaluation_stage_is_a_tagged_run(project: Path, clien
     assert artifacts == {"plots/roc.png", "plots/panel.png", "plots/score_histogram.png"}
     checkpoints = [a.path for a in client.list_artifacts(runs["train_sdn"].info.run_id, "checkpoints")]
     assert checkpoints == ["checkpoints/sdn.pt"]
+    for stage, written in (("train_ae", "ae.pt"), ("train_sdn", "sdn.pt")):  # the run spans the training
+        info, trained_at = runs[stage].info, (project / "models" / "brick" / written).stat().st_mtime * 1000
+        assert info.start_time < trained_at < info.end_time, f"{stage}: the run must open before training, not after"
 
 
 def variant(project: Path, value: float, nudge: float, manifest: str | None = None) -> None:

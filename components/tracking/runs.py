@@ -28,13 +28,18 @@ def experiment_name(prefix: str, category: str) -> str:
 
 
 @contextlib.contextmanager
-def stage_run(experiment: str, run_name: str, tags: Mapping[str, str]) -> Iterator[str]:
-    """Start a run in the category's experiment; yields its id."""
+def stage_run(experiment: str, run_name: str, tags: Mapping[str, str], started_ms: int | None = None) -> Iterator[str]:
+    """Start a run in the category's experiment; yields its id.
+
+    A stage logs once its outputs are written (a tracking fault never loses work), so the run is
+    created with the stage's own start time: its duration in the UI is the stage's, training included.
+    """
     import mlflow
 
-    mlflow.set_experiment(experiment)
-    with mlflow.start_run(run_name=run_name, tags=dict(tags)) as run:
-        yield run.info.run_id
+    experiment_id = mlflow.set_experiment(experiment).experiment_id
+    run = mlflow.MlflowClient().create_run(experiment_id, start_time=started_ms, tags={**tags, "mlflow.runName": run_name}, run_name=run_name)
+    with mlflow.start_run(run_id=run.info.run_id) as active:
+        yield active.info.run_id
 
 
 def log_params(params: Mapping[str, Any]) -> None:
