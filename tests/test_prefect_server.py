@@ -70,5 +70,7 @@ def test_served_cron_deployment_runs_to_completion(tmp_path: Path) -> None:
         assert flow_run.state is not None and flow_run.state.is_completed(), flow_run.state
     finally:
         stop_process_group(serve)
+    stderr = serve.stderr.read().decode() if serve.stderr else ""
+    assert "the nightly schedule is PAUSED" in stderr, f"stopping serve must say the schedule paused:\n{stderr[-2000:]}"
     assert (tmp_path / "evaluations" / "brick.json").is_file()
     assert (tmp_path / "reports" / "summary.md").is_file()

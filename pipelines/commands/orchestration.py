@@ -95,5 +95,16 @@ def _serve(args: argparse.Namespace) -> int:
         "oesdn-scheduled", schedules=[Cron(schedule.cron, timezone=schedule.timezone)], parameters=common, tags=["oesdn"]
     )
     on_demand = train_category.to_deployment("oesdn-on-demand", parameters=common, tags=["oesdn"])
-    serve(scheduled, on_demand)
+    from components.processes import exit_on_signals
+
+    exit_on_signals()  # `kill` ends serve through the `finally` below, which says the schedule paused
+    print(f"oesdn serve: train-all/oesdn-scheduled runs on cron {schedule.cron!r} ({schedule.timezone}) while this process runs")
+    try:
+        serve(scheduled, on_demand)
+    finally:  # Prefect pauses a served deployment's schedule when its process stops: say so plainly
+        print(
+            "oesdn serve: stopped; the nightly schedule is PAUSED and no run will start until "
+            "`oesdn serve` runs again (or resume it in the Prefect UI with a worker serving it)",
+            file=sys.stderr,
+        )
     return 0
