@@ -204,11 +204,27 @@ def _stop_group(process: subprocess.Popen[str], grace_s: float) -> None:
             continue
 
 
+DVC_NOISE = (
+    "Updating lock file",
+    "To track the changes with git, run:",
+    "git add dvc.lock",
+    "To enable auto staging, run:",
+    "dvc config core.autostage true",
+    "Use `dvc push` to send your updates to remote storage.",
+)
+"""DVC's per-stage advice lines: said once per stage they drown the run's own output (the lock is
+the flow's business, and `oesdn run` pushes nothing). They stay in the captured output for errors."""
+
+
+def is_noise(line: str) -> bool:
+    return line.strip().startswith(DVC_NOISE)
+
+
 def _collect(process: subprocess.Popen[str], lines: list[str], echo: Callable[[str], None] | None) -> None:
     assert process.stdout is not None
     for line in process.stdout:
         lines.append(line)
-        if echo is not None and line.strip():
+        if echo is not None and line.strip() and not is_noise(line):
             echo(line.rstrip())
 
 

@@ -157,3 +157,27 @@ def test_oesdn_serve_without_a_server_says_how_to_start_one(tmp_path: Path, monk
         [str(Path(sys.executable).parent / "oesdn"), "serve"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 2 and "PREFECT_API_URL" in result.stderr and "prefect-server.sh" in result.stderr
+
+
+def test_dvc_advice_lines_are_kept_out_of_the_run_log() -> None:
+    from pipelines.dvc_runner import is_noise
+
+    output = """Running stage 'train_ae@brick':
+> oesdn train-ae --category brick
+brick: ae best validation loss 0.16191 at epoch 12
+Updating lock file 'dvc.lock'
+
+To track the changes with git, run:
+
+	git add dvc.lock
+
+To enable auto staging, run:
+
+	dvc config core.autostage true
+Use `dvc push` to send your updates to remote storage.
+ERROR: failed to reproduce 'train_ae@brick'"""
+    kept = [line for line in output.splitlines() if line.strip() and not is_noise(line)]
+    assert kept == [
+        "Running stage 'train_ae@brick':", "> oesdn train-ae --category brick",
+        "brick: ae best validation loss 0.16191 at epoch 12", "ERROR: failed to reproduce 'train_ae@brick'",
+    ]
