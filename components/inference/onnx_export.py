@@ -21,7 +21,7 @@ from components.inference.models import ResolvedModel
 from components.io import atomic_path, sha256_file, write_json_atomic
 from components.models.oesdn.bundle import BundleModel
 from components.models.oesdn.detector import OESDNDetector
-from components.scoring import oe_sdn_map, reduce_maps, smooth_maps
+from components.scoring import reduce_maps
 
 OPSET = 17
 INPUT_NAME = "images"
@@ -38,14 +38,13 @@ class ExportableDetector(nn.Module):
 
     def __init__(self, detector: OESDNDetector, image_size: int) -> None:
         super().__init__()
-        self.ae = detector.ae
-        self.sdn = detector.sdn
+        self.detector = detector
         self.settings = detector.settings
         self.topk = max(1, round(self.settings.topk_fraction * image_size * image_size))
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         settings = self.settings
-        maps = smooth_maps(oe_sdn_map(self.sdn(images), self.ae(images), settings.distance, settings.ssim_window), settings.smoothing_sigma)
+        maps = self.detector.anomaly_maps(images)
         if settings.reduction == "topk_mean":
             return maps, maps.flatten(start_dim=1).topk(self.topk, dim=1).values.mean(dim=1)
         return maps, reduce_maps(maps, settings.reduction, settings.topk_fraction)

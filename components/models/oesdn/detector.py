@@ -30,10 +30,14 @@ class OESDNDetector(nn.Module):
         self.sdn = sdn
         self.settings = settings
 
+    def anomaly_maps(self, images: torch.Tensor) -> torch.Tensor:
+        """OE-SDN's smoothed (N, H, W) maps for images in [0, 1]; the ONNX export wraps this too."""
+        raw = oe_sdn_map(self.sdn(images), self.ae(images), self.settings.distance, self.settings.ssim_window)
+        return smooth_maps(raw, self.settings.smoothing_sigma)
+
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """OE-SDN only: (anomaly maps (N, H, W), image scores (N,)) for images in [0, 1]."""
-        raw = oe_sdn_map(self.sdn(images), self.ae(images), self.settings.distance, self.settings.ssim_window)
-        maps = smooth_maps(raw, self.settings.smoothing_sigma)
+        maps = self.anomaly_maps(images)
         return maps, reduce_maps(maps, self.settings.reduction, self.settings.topk_fraction)
 
     def all_method_maps(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
