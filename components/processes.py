@@ -6,7 +6,7 @@ write the same checkpoint beside the first. On a machine shared with another job
 that spin while they wait for each other stall every step; passive waiting keeps the slowdown to
 the run's share of the CPUs (benchmarks/contention.py measures it).
 
-Nothing here imports torch: `prepare_stage_process` must run before torch loads.
+Nothing here imports torch: `share_cpus` must run before torch loads.
 """
 
 from __future__ import annotations
@@ -28,11 +28,18 @@ class OutputLockedError(RuntimeError):
     """Another live process holds the lock on the files this one would write."""
 
 
+SHELLS = frozenset({"sh", "dash", "bash", "zsh", "ksh", "mksh", "fish"})
+"""Shells DVC may run a stage's `cmd` with (`$SHELL -c cmd`, else `/bin/sh -c cmd`)."""
+
+
 def die_with_parent(sig: signal.Signals = signal.SIGTERM) -> bool:
-    """Ask Linux to send `sig` to this process when its parent exits; False where unsupported.
+    """Have `sig` sent to this process when whoever started it exits; False where unsupported.
 
     A parent killed by SIGKILL cannot stop its children itself; the kernel can. If the parent is
-    already gone by the time this runs (a race at start-up), the signal is sent at once.
+    already gone by the time this runs (a race at start-up), the signal is sent at once. DVC runs
+    a stage as `$SHELL -c cmd`, and some shells (Debian's dash) do not exec the command but wait
+    for it: the parent is then the shell, which outlives a killed `dvc`. So the owner is the first
+    ancestor that is not such a wrapper, and a thread waits on it when it is not the parent.
     """
     if not sys.platform.startswith("linux"):
         return False
@@ -45,7 +52,48 @@ def die_with_parent(sig: signal.Signals = signal.SIGTERM) -> bool:
         return False
     if os.getppid() != parent:
         os.kill(os.getpid(), sig)
+        return True
+    owner = _owner_beyond_shells(parent)
+    if owner != parent:
+        _signal_when_gone(owner, sig)
     return True
+
+
+def _owner_beyond_shells(pid: int) -> int:
+    """`pid`, or for a `shell -c cmd` wrapper the first ancestor above the wrappers."""
+    import psutil  # installed with dvc and prefect
+
+    try:
+        process = psutil.Process(pid)
+        while process.ppid() > 1 and _is_shell_wrapper(process.cmdline()):
+            process = psutil.Process(process.ppid())
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return pid
+    return process.pid
+
+
+def _is_shell_wrapper(argv: list[str]) -> bool:
+    return bool(argv) and Path(argv[0]).name.lstrip("-") in SHELLS and "-c" in argv[1:]
+
+
+def _signal_when_gone(pid: int, sig: signal.Signals) -> None:
+    """A daemon thread that sends `sig` to this process when `pid` exits (a pidfd: no polling, no PID reuse)."""
+    import select
+    import threading
+
+    try:
+        descriptor = os.pidfd_open(pid)
+    except ProcessLookupError:
+        os.kill(os.getpid(), sig)
+        return
+    except (OSError, AttributeError):  # a kernel before 5.3
+        return
+
+    def _wait() -> None:
+        select.select([descriptor], [], [])
+        os.kill(os.getpid(), sig)
+
+    threading.Thread(target=_wait, name=f"die-with-{pid}", daemon=True).start()
 
 
 def cpu_threads(requested: int = 0) -> int:
@@ -104,12 +152,6 @@ def stop_descendants(grace_s: float = 5) -> None:
     for child in alive:
         with contextlib.suppress(psutil.NoSuchProcess):
             child.kill()
-
-
-def prepare_stage_process(threads: int = 0) -> None:
-    """Everything a stage command sets up before it loads torch."""
-    die_with_parent()
-    share_cpus(threads)
 
 
 @contextlib.contextmanager

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -33,7 +34,14 @@ OESDN, DVC = str(BIN / "oesdn"), str(BIN / "dvc")
 
 def _env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "MLFLOW_"))}
-    return {**env, "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}", "DVC_NO_ANALYTICS": "1", "OESDN_NO_PROGRESS": "1", "PYTHONUNBUFFERED": "1", **extra}
+    return {
+        **env,
+        "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+        "DVC_NO_ANALYTICS": "1",
+        "OESDN_NO_PROGRESS": "1",
+        "PYTHONUNBUFFERED": "1",
+        **extra,
+    }
 
 
 def _new_project(root: Path, edit: Callable[[dict[str, Any]], None] | None = None) -> Path:
@@ -52,14 +60,15 @@ def _new_project(root: Path, edit: Callable[[dict[str, Any]], None] | None = Non
     return root
 
 
-def _wait_for(condition: Callable[[], Any], timeout_s: float, what: str) -> Any:
+def _wait_for(condition: Callable[[], Any], timeout_s: float, what: str | Callable[[], str]) -> Any:
+    """`condition()` once truthy; `what` may be a callable, so a log tail is read at the time-out."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         value = condition()
         if value:
             return value
         time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what() if callable(what) else what}")
 
 
 def _alive(pid: int) -> bool:
@@ -68,14 +77,6 @@ def _alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
-
-
-def _descendant(pid: int, marker: str) -> psutil.Process | None:
-    try:
-        children = psutil.Process(pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        return None
-    return next((child for child in children if _cmdline_has(child, marker)), None)
 
 
 def _cmdline_has(process: psutil.Process, marker: str) -> bool:
@@ -118,7 +119,9 @@ def started(prepared: Path) -> Iterator[list[subprocess.Popen[str]]]:
 def _start(started: list[subprocess.Popen[str]], args: list[str], cwd: Path) -> subprocess.Popen[str]:
     """Start `args` in its own session, its output going to `<cwd>/<name>.log` for failure messages."""
     with (cwd / f"{Path(args[0]).name}-{args[1]}.log").open("w") as log:
-        process = subprocess.Popen(args, cwd=cwd, env=_env(), stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        process = subprocess.Popen(
+            args, cwd=cwd, env=_env(), stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        )
     started.append(process)
     return process
 
@@ -132,10 +135,21 @@ def _lock_file(project: Path) -> Path:
 
 
 def _training(project: Path, parent: int) -> psutil.Process:
-    """The `oesdn train-ae` under `parent`, once it holds the checkpoint lock (it is in its fit)."""
-    trainer = _wait_for(lambda: _descendant(parent, "train-ae"), 300, f"the trainer to start\n{_log_tail(project)}")
-    _wait_for(lambda: _lock_file(project).is_file() and _lock_file(project).read_text().strip() == str(trainer.pid), 120, "the checkpoint lock")
-    return trainer
+    """The `oesdn train-ae` under `parent` that holds the checkpoint lock (it is in its fit).
+
+    Found by the PID in the lock: DVC may run it under a `sh -c` that also names `train-ae`.
+    """
+
+    def trainer() -> psutil.Process | None:
+        lock = _lock_file(project)
+        holder = lock.read_text().strip() if lock.is_file() else ""
+        try:
+            children = psutil.Process(parent).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return None
+        return next((child for child in children if str(child.pid) == holder and _cmdline_has(child, "train-ae")), None)
+
+    return _wait_for(trainer, 420, lambda: f"a trainer under {parent} to hold the checkpoint lock\n{_log_tail(project)}")
 
 
 def test_killing_dvc_repro_stops_its_trainer(prepared: Path, started: list[subprocess.Popen[str]]) -> None:
@@ -147,6 +161,27 @@ def test_killing_dvc_repro_stops_its_trainer(prepared: Path, started: list[subpr
     _wait_for(lambda: not _alive(trainer.pid), 15, f"the orphaned trainer {trainer.pid} to exit")
     _wait_for(lambda: _lock_is_free(_lock_file(prepared)), 15, "the kernel to release the dead trainer's checkpoint lock")
     print(f"trainer gone and its lock free {time.monotonic() - killed:.1f} s after dvc was killed")
+
+
+def test_a_stage_under_a_waiting_shell_dies_with_the_shells_parent(tmp_path: Path, started: list[subprocess.Popen[str]]) -> None:
+    """DVC runs `$SHELL -c cmd`; a shell that waits for `cmd` instead of exec-ing it (dash, or any
+    shell given a compound command) outlives a killed `dvc`, so the kernel's parent-death signal
+    alone would leave the stage command running."""
+    ready = tmp_path / "ready"
+    stage = f"from components.processes import die_with_parent; import pathlib, time; die_with_parent(); pathlib.Path({str(ready)!r}).write_text('up'); time.sleep(120)"
+    shell_cmd = f"{shlex.quote(sys.executable)} -c {shlex.quote(stage)}; true"  # `; true`: no shell can exec it
+    launcher = f"import subprocess, time; subprocess.Popen(['/bin/sh', '-c', {shell_cmd!r}]); time.sleep(120)"
+    owner = subprocess.Popen([sys.executable, "-c", launcher], cwd=PROJECT_ROOT, start_new_session=True, text=True)
+    started.append(owner)
+    _wait_for(ready.is_file, 60, "the stage command to start")
+    (shell,) = psutil.Process(owner.pid).children()
+    (command,) = shell.children()
+    assert _cmdline_has(shell, "/bin/sh -c") and command.ppid() == shell.pid
+    os.kill(owner.pid, signal.SIGKILL)
+    owner.wait()
+    killed = time.monotonic()
+    _wait_for(lambda: not _alive(command.pid) and not _alive(shell.pid), 15, "the stage command and its shell to exit")
+    print(f"stage command under a waiting shell gone {time.monotonic() - killed:.1f} s after its owner was killed")
 
 
 def _lock_is_free(path: Path) -> bool:
@@ -161,8 +196,20 @@ def _lock_is_free(path: Path) -> bool:
 
 def test_a_second_trainer_on_the_same_checkpoint_fails_at_once(prepared: Path, started: list[subprocess.Popen[str]]) -> None:
     first = _start(started, [OESDN, "train-ae", "--category", "brick"], prepared)
-    _wait_for(lambda: _lock_file(prepared).is_file() and _lock_file(prepared).read_text().strip() == str(first.pid), 120, "the first trainer's lock")
-    second = subprocess.run([OESDN, "train-ae", "--category", "brick"], cwd=prepared, env=_env(), capture_output=True, text=True, timeout=300, check=False)
+    _wait_for(
+        lambda: _lock_file(prepared).is_file() and _lock_file(prepared).read_text().strip() == str(first.pid),
+        120,
+        "the first trainer's lock",
+    )
+    second = subprocess.run(
+        [OESDN, "train-ae", "--category", "brick"],
+        cwd=prepared,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert second.returncode == 2, second.stderr
     assert f"PID {first.pid}" in second.stderr and str(_lock_file(prepared)) in second.stderr, second.stderr
     assert "oesdn train-ae: error: the ae training checkpoint" in second.stderr and "Traceback" not in second.stderr
@@ -228,7 +275,9 @@ def test_oesdn_run_with_mlflow_down_fails_fast_naming_the_uri_and_the_params(pla
     result, seconds = _timed_oesdn(["run"], plain_folder, MLFLOW_TRACKING_URI=uri)
     print(f"oesdn run, MLflow down (connection refused), default params: failed after {seconds:.1f} s")
     assert result.returncode == 1
-    assert f"the MLflow tracking server {uri} is unreachable" in result.stderr and "tracking.http_timeout_seconds" in result.stderr
+    assert (
+        f"the MLflow tracking server {uri} is unreachable" in result.stderr and "tracking.http_timeout_seconds" in result.stderr
+    )
     assert "Traceback" not in result.stderr
     assert not (plain_folder / ".prefect").exists() and not (plain_folder / "mlflow.db").exists()  # nothing was started
     assert seconds < 120
@@ -244,7 +293,9 @@ def test_oesdn_run_with_mlflow_hung_waits_only_as_long_as_the_params_allow(plain
     assert 5 <= seconds < 120
 
 
-def test_mlflow_client_calls_are_bounded_by_the_params(silent_server: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_mlflow_client_calls_are_bounded_by_the_params(
+    silent_server: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     from mlflow import MlflowClient
 
     from components.config import TrackingConfig
@@ -268,7 +319,9 @@ def test_prepare_with_s3_down_fails_naming_the_endpoint(plain_folder: Path) -> N
     write_params(plain_folder / "params.yaml", params)
     endpoint = f"http://127.0.0.1:{_free_port()}"
     credentials = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test-secret", "AWS_EC2_METADATA_DISABLED": "true"}
-    result, seconds = _timed_oesdn(["prepare", "--category", "brick"], plain_folder, OESDN_S3_ENDPOINT_URL=endpoint, **credentials)
+    result, seconds = _timed_oesdn(
+        ["prepare", "--category", "brick"], plain_folder, OESDN_S3_ENDPOINT_URL=endpoint, **credentials
+    )
     print(f"oesdn prepare, S3 down (connection refused), default S3 settings: failed after {seconds:.1f} s")
     assert result.returncode == 2 and endpoint in result.stderr and "test-secret" not in result.stderr + result.stdout
     assert not (plain_folder / "data").exists()
