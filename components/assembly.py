@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from torch import nn
 
-    from components.config import AEConfig, LossConfig, OptimConfig, SDNConfig
+    from components.config import AEConfig, LossConfig, OptimConfig, ScoreConfig, SDNConfig
+    from components.evaluation import ImageThresholdRule
     from components.models.oesdn.losses import ReconstructionLoss
     from components.models.oesdn.objectives import StyleDistillationObjective
     from components.models.oesdn.outlier_exposure import AuxSettings
@@ -89,6 +90,12 @@ def fit_settings(
         progress=progress,
         min_steps=optim.min_steps,
     )
+
+
+def image_threshold_rule(score: ScoreConfig) -> ImageThresholdRule:
+    from components.evaluation import ImageThresholdRule
+
+    return ImageThresholdRule(score.threshold_rule, score.image_threshold_quantile, score.threshold_confidence)
 
 
 def scoring_settings(score: _ScoreSection, ssim_window: int) -> ScoringSettings:

@@ -14,7 +14,7 @@ import torch
 
 from components.data.prepared import PreparedData
 from components.data.validation_defects import defective_copies
-from components.evaluation import MethodEvaluation, evaluate_method, synthetic_check
+from components.evaluation import ImageThresholdRule, MethodEvaluation, evaluate_method, synthetic_check
 from components.models.oesdn.detector import MethodScores, OESDNDetector, score_images
 from components.scoring import METHODS
 
@@ -34,14 +34,19 @@ class CategoryEvaluation:
 
 
 def label_free_check(
-    detector: OESDNDetector, val_images: np.ndarray, val: dict[str, MethodScores], seed: int, batch_size: int, device: torch.device, progress: bool
+    detector: OESDNDetector,
+    val_images: np.ndarray,
+    val: dict[str, MethodScores],
+    seed: int,
+    batch_size: int,
+    device: torch.device,
+    progress: bool,
 ) -> dict[str, dict[str, float]]:
     """Per method, the synthetic-defect figures on defective copies of the validation normals."""
     defective, masks, _ = defective_copies(val_images, seed)
     scored = score_images(detector, defective, batch_size, device, progress)
     return {
-        name: synthetic_check(val[name].scores, val[name].maps, scored[name].scores, scored[name].maps, masks)
-        for name in METHODS
+        name: synthetic_check(val[name].scores, val[name].maps, scored[name].scores, scored[name].maps, masks) for name in METHODS
     }
 
 
@@ -62,9 +67,8 @@ def evaluate_category(
     category: str,
     detector: OESDNDetector,
     data: PreparedData,
-    image_quantile: float,
+    image_rule: ImageThresholdRule,
     pixel_quantile: float,
-    threshold_rule: str,
     aupro_fpr_limit: float,
     seed: int,
     batch_size: int,
@@ -85,10 +89,9 @@ def evaluate_category(
             test[name].scores,
             test[name].maps,
             masks,
-            image_quantile,
+            image_rule,
             pixel_quantile,
             aupro_fpr_limit,
-            threshold_rule,
             data.test_defect_types,
         )
         result.metrics.update(check[name])

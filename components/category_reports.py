@@ -74,7 +74,12 @@ def write_category_reports(
 
 
 def evaluation_record(
-    category: str, evaluation: CategoryEvaluation, data: PreparedData, dataset: dict[str, Any], models_dir: Path, provenance: dict[str, Any]
+    category: str,
+    evaluation: CategoryEvaluation,
+    data: PreparedData,
+    dataset: dict[str, Any],
+    models_dir: Path,
+    provenance: dict[str, Any],
 ) -> dict[str, Any]:
     """`evaluations/<category>.json`: what summarize and registration read about this evaluation."""
     return {
@@ -144,7 +149,13 @@ def _write_scores_table(data: PreparedData, test: dict[str, MethodScores], path:
 
 
 def _write_pictures(
-    category: str, data: PreparedData, oe_sdn: MethodScores, result: MethodEvaluation, panel_rows: int, reports_dir: Path, stamp: dict[str, str]
+    category: str,
+    data: PreparedData,
+    oe_sdn: MethodScores,
+    result: MethodEvaluation,
+    panel_rows: int,
+    reports_dir: Path,
+    stamp: dict[str, str],
 ) -> None:
     labels = data.test_labels
     save_score_histogram(
@@ -157,7 +168,9 @@ def _write_pictures(
     )
     rows = select_panel_indices(labels, oe_sdn.scores, list(data.test_defect_types), panel_rows)
     flagged = oe_sdn.scores[rows] > result.image_threshold
-    captions = [f"{data.test_names[i]}  score {oe_sdn.scores[i]:.4f}  pred: {verdict(f)}" for i, f in zip(rows, flagged, strict=True)]
+    captions = [
+        f"{data.test_names[i]}  score {oe_sdn.scores[i]:.4f}  pred: {verdict(f)}" for i, f in zip(rows, flagged, strict=True)
+    ]
     save_anomaly_panel(
         data.test[rows].astype(np.float32) / 255.0,
         None if data.test_masks is None else data.test_masks[rows],

@@ -17,8 +17,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from components.safe_paths import plain_folder_name
 
 AUX_TRANSFORMS = (
-    "rot90", "rot180", "rot270", "hflip", "vflip", "gaussian_noise", "gaussian_blur", "invert", "channel_shuffle",
-    "foreign_patch", "noise_patch",
+    "rot90",
+    "rot180",
+    "rot270",
+    "hflip",
+    "vflip",
+    "gaussian_noise",
+    "gaussian_blur",
+    "invert",
+    "channel_shuffle",
+    "foreign_patch",
+    "noise_patch",
 )
 
 
@@ -149,9 +158,11 @@ class ScoreConfig(_Section):
     reduction: Literal["mean", "max", "topk_mean"]
     topk_fraction: float = Field(gt=0.0, le=1.0)
     image_threshold_quantile: float = Field(gt=0.0, le=1.0)
-    threshold_rule: Literal["empirical", "lognormal"] = Field(
-        default="lognormal", description="image threshold: empirical quantile, or log-normal tail fit (never below the max)"
+    threshold_rule: Literal["empirical", "lognormal", "tolerance"] = Field(
+        default="tolerance",
+        description="image threshold: empirical quantile, log-normal tail fit, or log-normal tolerance bound (fits never below the max)",
     )
+    threshold_confidence: float = Field(default=0.9, gt=0.0, lt=1.0, description="the tolerance bound's confidence")
     pixel_threshold_quantile: float = Field(gt=0.0, le=1.0)
 
 
@@ -165,7 +176,10 @@ class TrackingConfig(_Section):
     enabled: bool = Field(default=True, description="log training and evaluation stages to MLflow")
     experiment_prefix: str = Field(default="oesdn-", pattern=r"^[A-Za-z0-9_.\-/ ]*$")
     http_timeout_seconds: int = Field(
-        default=20, ge=1, le=600, description="timeout of one HTTP request to an MLflow server (whole seconds, as MLflow reads it)"
+        default=20,
+        ge=1,
+        le=600,
+        description="timeout of one HTTP request to an MLflow server (whole seconds, as MLflow reads it)",
     )
     http_max_retries: int = Field(default=2, ge=0, le=10, description="retries of a failed HTTP request to an MLflow server")
     http_backoff_factor: int = Field(
@@ -233,9 +247,7 @@ class Params(_Section):
             if overrides is None:
                 value[name] = {}
             elif not isinstance(overrides, dict) or not set(overrides) <= overridable:
-                raise ValueError(
-                    f"overrides of {name!r} must be a mapping whose keys are among {sorted(overridable)}"
-                )
+                raise ValueError(f"overrides of {name!r} must be a mapping whose keys are among {sorted(overridable)}")
         return value
 
     @model_validator(mode="after")
@@ -247,9 +259,7 @@ class Params(_Section):
     def for_category(self, category: str) -> Params:
         """The settings one category runs with: the global sections with its overrides merged in."""
         if category not in self.categories:
-            raise ConfigError(
-                f"unknown category {category!r}; params.yaml `categories` lists {sorted(self.categories)}"
-            )
+            raise ConfigError(f"unknown category {category!r}; params.yaml `categories` lists {sorted(self.categories)}")
         merged = self.model_dump(mode="python")
         for section, overrides in self.categories[category].items():
             merged[section] = _deep_merge(merged[section], overrides)

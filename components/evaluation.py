@@ -15,6 +15,7 @@ from components.metrics import (
     f1_at_threshold,
     image_auroc,
     lognormal_tail_threshold,
+    lognormal_tolerance_threshold,
     operating_point,
     pixel_auroc,
     roc_curve_points,
@@ -22,7 +23,7 @@ from components.metrics import (
 )
 from components.models.oesdn.bundle import BundleModel
 
-THRESHOLD_RULES = ("empirical", "lognormal")
+THRESHOLD_RULES = ("empirical", "lognormal", "tolerance")
 LOGGER = logging.getLogger(__name__)
 
 
@@ -44,27 +45,67 @@ def upsample_maps(maps: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
     if maps.shape[1:] == tuple(shape):
         return maps
-    resized = F.interpolate(torch.from_numpy(np.ascontiguousarray(maps))[:, None].float(), size=shape, mode="bilinear", align_corners=False)
+    resized = F.interpolate(
+        torch.from_numpy(np.ascontiguousarray(maps))[:, None].float(), size=shape, mode="bilinear", align_corners=False
+    )
     return resized[:, 0].numpy()
 
 
-def image_threshold(val_scores: np.ndarray, quantile: float, rule: str) -> float:
-    """The image threshold from held-out normal scores: `empirical` quantile or `lognormal` tail fit.
+@dataclass(frozen=True)
+class ImageThresholdRule:
+    """How the image threshold is set from held-out normal scores (`score.threshold_rule`).
 
-    A tail fit needs three scores; with fewer (a smoke-sized split) the empirical rule, which is
-    then the largest score, is used and a warning says so rather than failing the evaluation.
+    `empirical`: their `quantile`; `lognormal`: that quantile of a log-normal fitted to them;
+    `tolerance`: a bound that, with probability `confidence`, at least `quantile` of normal images
+    fall below. The fits never go below the largest validation score, and with fewer than three
+    scores (a smoke-sized split) the empirical rule is used and a warning says so.
     """
-    if rule == "lognormal" and quantile < 1.0 and np.asarray(val_scores).size < MIN_TAIL_FIT_SCORES:
-        LOGGER.warning(
-            "score.threshold_rule lognormal needs %d validation scores, got %d: using the empirical rule",
-            MIN_TAIL_FIT_SCORES, np.asarray(val_scores).size,
-        )
-        rule = "empirical"
-    if rule == "empirical" or quantile >= 1.0:
-        return threshold_from_normal_scores(val_scores, quantile)
-    if rule == "lognormal":
-        return lognormal_tail_threshold(val_scores, quantile)
-    raise ValueError(f"unknown threshold rule {rule!r}; choose from {list(THRESHOLD_RULES)}")
+
+    name: str = "empirical"
+    quantile: float = 0.99
+    confidence: float = 0.9
+
+    def __post_init__(self) -> None:
+        if self.name not in THRESHOLD_RULES:
+            raise ValueError(f"unknown threshold rule {self.name!r}; choose from {list(THRESHOLD_RULES)}")
+
+    def applied(self, n_scores: int) -> str:
+        """The rule that `threshold` applies to `n_scores` scores, after the small-split fallback."""
+        if self.quantile >= 1.0:
+            return "max"
+        return self.name if self.name == "empirical" or n_scores >= MIN_TAIL_FIT_SCORES else "empirical"
+
+    def threshold(self, val_scores: np.ndarray) -> float:
+        n = np.asarray(val_scores).size
+        rule = self.applied(n)
+        if rule == "empirical" and self.name != "empirical" and self.quantile < 1.0:
+            LOGGER.warning(
+                "score.threshold_rule %s needs %d validation scores, got %d: using the empirical rule",
+                self.name,
+                MIN_TAIL_FIT_SCORES,
+                n,
+            )
+        if rule == "lognormal":
+            return lognormal_tail_threshold(val_scores, self.quantile)
+        if rule == "tolerance":
+            return lognormal_tolerance_threshold(val_scores, self.quantile, self.confidence)
+        return threshold_from_normal_scores(val_scores, self.quantile)
+
+    def describe(self, n_scores: int) -> str:
+        """The rule in words, as `threshold` applied it to `n_scores` good validation images."""
+        images = f"{n_scores} good validation images"
+        rule = self.applied(n_scores)
+        if rule == "max":
+            return f"the largest score of {images}"
+        if rule == "lognormal":
+            return f"lognormal tail fit at the {self.quantile:g} quantile of {images} (never below their largest score)"
+        if rule == "tolerance":
+            return (
+                f"lognormal tolerance bound from {images}: with {self.confidence:.0%} confidence, at least "
+                f"{self.quantile:.0%} of good parts score below it (never below their largest score)"
+            )
+        fallback = f" (too few for the {self.name} fit)" if self.name != "empirical" else ""
+        return f"empirical {self.quantile:g} quantile of {images}{fallback}"
 
 
 def evaluate_method(
@@ -74,17 +115,16 @@ def evaluate_method(
     test_scores: np.ndarray,
     test_maps: np.ndarray,
     test_masks: np.ndarray | None,
-    image_quantile: float,
+    image_rule: ImageThresholdRule,
     pixel_quantile: float,
     aupro_fpr_limit: float,
-    threshold_rule: str = "empirical",
     defect_types: np.ndarray | None = None,
 ) -> MethodEvaluation:
     """Thresholds come from held-out normal images, so no anomaly is needed before deployment.
 
     `test_masks` may be larger than the maps (native resolution): the maps are upsampled to them.
     """
-    threshold = image_threshold(val_scores, image_quantile, threshold_rule)
+    threshold = image_rule.threshold(val_scores)
     pixel_threshold = threshold_from_normal_scores(val_maps.ravel(), pixel_quantile)
     both_classes = len(np.unique(test_labels)) == 2
     metrics: dict[str, float | None] = {

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from components.assembly import image_threshold_rule
 from components.category_evaluation import CategoryEvaluation
 from components.config import ScoreConfig
 from components.data.prepared import PreparedData
-from components.metrics import MIN_TAIL_FIT_SCORES
 from components.reporting import (
     HEATMAP_COLORMAP,
     METHOD_SHORT_LABELS,
@@ -77,7 +77,9 @@ class _Card:
     outcome: str
 
 
-def render_page(category: str, evaluation: CategoryEvaluation, data: PreparedData, score: ScoreConfig, figures: Mapping[str, bytes]) -> str:
+def render_page(
+    category: str, evaluation: CategoryEvaluation, data: PreparedData, score: ScoreConfig, figures: Mapping[str, bytes]
+) -> str:
     """The whole page; `figures` maps a title to PNG bytes (see FIGURES)."""
     result = evaluation.results["oe_sdn"]
     cards = _cards(data, evaluation.test["oe_sdn"].scores, result.image_threshold)
@@ -98,18 +100,6 @@ def render_page(category: str, evaluation: CategoryEvaluation, data: PreparedDat
         + "\n".join(body)
         + "</body></html>\n"
     )
-
-
-def threshold_rule_text(rule: str, quantile: float, n_val: int) -> str:
-    """How the image threshold was set, in words; mirrors components.evaluation.image_threshold's rule,
-    including its fallback to the empirical rule when a split is too small for a tail fit."""
-    images = f"{n_val} good validation images"
-    if quantile >= 1.0:
-        return f"the largest score of {images}"
-    if rule == "lognormal" and n_val >= MIN_TAIL_FIT_SCORES:
-        return f"lognormal tail fit at the {quantile:g} quantile of {images} (never below their largest score)"
-    fallback = " (too few for the lognormal tail fit)" if rule == "lognormal" else ""
-    return f"empirical {quantile:g} quantile of {images}{fallback}"
 
 
 def percent(value: float | None) -> str:
@@ -133,8 +123,14 @@ def _cards(data: PreparedData, scores: np.ndarray, threshold: float) -> list[_Ca
     """Every test image, misses and false alarms first (then hits, then correct passes), highest score first."""
     order = list(OUTCOME_COLORS)
     cards = [
-        _Card(i, str(data.test_names[i]), str(data.test_defect_types[i]), float(scores[i]), bool(scores[i] > threshold),
-              outcome(int(data.test_labels[i]), bool(scores[i] > threshold)))
+        _Card(
+            i,
+            str(data.test_names[i]),
+            str(data.test_defect_types[i]),
+            float(scores[i]),
+            bool(scores[i] > threshold),
+            outcome(int(data.test_labels[i]), bool(scores[i] > threshold)),
+        )
         for i in range(len(scores))
     ]
     return sorted(cards, key=lambda card: (order.index(card.outcome), -card.score))
@@ -148,19 +144,25 @@ def _operating_point(evaluation: CategoryEvaluation, data: PreparedData, score: 
     promised = 1.0 - score.image_threshold_quantile
     alarms = _figure("oe_sdn.false_alarm_rate", percent(metrics["false_alarm_rate"]))
     recall = _figure("oe_sdn.recall", percent(metrics["recall"]))
-    rule = _e(threshold_rule_text(score.threshold_rule, score.image_threshold_quantile, len(data.val)))
+    rule = _e(image_threshold_rule(score).describe(len(data.val)))
     counts = (
         f"<p class=big>False alarms on good parts: <b>{alarms}</b> ({sum(c.flagged for c in good)} of {len(good)} good images flagged)"
         f"<br>Defects caught (recall): <b>{recall}</b> ({sum(c.flagged for c in bad)} of {len(bad)} defective images flagged)</p>"
     )
     thresholds = (
-        f'<p>Image threshold {_figure("oe_sdn.image_threshold", f"{result.image_threshold:.4g}")}: {rule}; '
+        f"<p>Image threshold {_figure('oe_sdn.image_threshold', f'{result.image_threshold:.4g}')}: {rule}; "
         f"it aims at about {percent(promised)} false alarms on good parts.<br>Pixel threshold {result.pixel_threshold:.4g} "
         f"({score.pixel_threshold_quantile:g} quantile of the validation map pixels) outlines predicted regions; "
         "it is a separate cut, so a passed image can still show a small outline.</p>"
     )
     warnings = "".join(f"<p class=warn>{_e(text)}</p>" for text in _warnings(evaluation, promised))
-    return "<h2>Operating point: the shipped threshold on the test images</h2>" + counts + _recall_table(metrics, bad) + thresholds + warnings
+    return (
+        "<h2>Operating point: the shipped threshold on the test images</h2>"
+        + counts
+        + _recall_table(metrics, bad)
+        + thresholds
+        + warnings
+    )
 
 
 def _recall_table(metrics: Mapping[str, float | None], bad: Sequence[_Card]) -> str:
@@ -185,10 +187,14 @@ def _warnings(evaluation: CategoryEvaluation, promised: float) -> list[str]:
     for name, values in metrics.items():
         theirs = values.get("image_auroc")
         if name != "oe_sdn" and ours is not None and theirs is not None and theirs > ours + BASELINE_MARGIN:
-            warnings.append(f"{METHOD_SHORT_LABELS.get(name, name)} beats the shipped OE-SDN on image AUROC: {theirs:.3f} vs {ours:.3f}")
+            warnings.append(
+                f"{METHOD_SHORT_LABELS.get(name, name)} beats the shipped OE-SDN on image AUROC: {theirs:.3f} vs {ours:.3f}"
+            )
     alarms = metrics["oe_sdn"].get("false_alarm_rate")
     if alarms is not None and alarms > promised:
-        warnings.append(f"False alarms on the good test images ({percent(alarms)}) exceed the {percent(promised)} the threshold aims at")
+        warnings.append(
+            f"False alarms on the good test images ({percent(alarms)}) exceed the {percent(promised)} the threshold aims at"
+        )
     return warnings
 
 
@@ -222,7 +228,7 @@ def _gallery(data: PreparedData, evaluation: CategoryEvaluation, cards: Sequence
         "Misses and false alarms first.</p>"
     )
     items = [_card_html(card, data.test[card.index], maps[card.index], result.pixel_threshold, lut) for card in cards]
-    return "<h2>Every test image</h2>" + legend + '<div class=grid id=images>' + "".join(items) + "</div>"
+    return "<h2>Every test image</h2>" + legend + "<div class=grid id=images>" + "".join(items) + "</div>"
 
 
 def _card_html(card: _Card, image: np.ndarray, anomaly_map: np.ndarray, pixel_threshold: float, lut: np.ndarray) -> str:

@@ -173,9 +173,7 @@ def save_roc_plot(
         fpr_arr = _as_1d_float(fpr, f"fpr of {method!r}")
         tpr_arr = _as_1d_float(tpr, f"tpr of {method!r}")
         if fpr_arr.shape != tpr_arr.shape:
-            raise ValueError(
-                f"fpr and tpr of {method!r} differ in length: {fpr_arr.shape} vs {tpr_arr.shape}"
-            )
+            raise ValueError(f"fpr and tpr of {method!r} differ in length: {fpr_arr.shape} vs {tpr_arr.shape}")
         label = _method_label(method)
         auroc = aurocs.get(method)
         if auroc is not None and math.isfinite(float(auroc)):
@@ -262,14 +260,19 @@ def save_score_histogram(
     for scores, name, color in ((normal, "normal", "#1f77b4"), (anomalous, "anomalous", "#d62728")):
         if scores.size == 0:
             continue
-        ax.hist(scores, bins=edges, histtype="stepfilled", facecolor=(*to_rgb(color), 0.35),
-                edgecolor=color, linewidth=1.4, label=f"{name} (n={scores.size})")
+        ax.hist(
+            scores,
+            bins=edges,
+            histtype="stepfilled",
+            facecolor=(*to_rgb(color), 0.35),
+            edgecolor=color,
+            linewidth=1.4,
+            label=f"{name} (n={scores.size})",
+        )
     if math.isfinite(float(threshold)):
-        ax.axvline(float(threshold), color="black", linestyle="--", linewidth=1.4,
-                   label=f"threshold = {float(threshold):.4g}")
+        ax.axvline(float(threshold), color="black", linestyle="--", linewidth=1.4, label=f"threshold = {float(threshold):.4g}")
     if normal.size == 0 and anomalous.size == 0:
-        ax.text(0.5, 0.5, "no finite scores", transform=ax.transAxes, ha="center", va="center",
-                fontsize=12, color="0.4")
+        ax.text(0.5, 0.5, "no finite scores", transform=ax.transAxes, ha="center", va="center", fontsize=12, color="0.4")
     full_title = title if dropped == 0 else f"{title}\n({dropped} non-finite scores left out)"
     ax.set_title(full_title, fontsize=12)
     ax.set_xlabel("image anomaly score", fontsize=11)
@@ -299,9 +302,7 @@ def _validate_panel_inputs(
     outcomes: Sequence[str] | None,
 ) -> None:
     if images.ndim != 4 or images.shape[1] not in (1, 3):
-        raise ValueError(
-            f"images must have shape (N, C, H, W) with C = 1 or 3, got {images.shape}"
-        )
+        raise ValueError(f"images must have shape (N, C, H, W) with C = 1 or 3, got {images.shape}")
     n, _, h, w = images.shape
     if n == 0:
         raise ValueError("images is empty: nothing to draw in the panel")
@@ -311,10 +312,7 @@ def _validate_panel_inputs(
         named.insert(0, ("masks", masks))
     for name, array in named:
         if array.shape != expected:
-            raise ValueError(
-                f"{name} must have shape (N, H, W) = {expected} to match images {images.shape}, "
-                f"got {array.shape}"
-            )
+            raise ValueError(f"{name} must have shape (N, H, W) = {expected} to match images {images.shape}, got {array.shape}")
     if len(captions) != n:
         raise ValueError(f"need one caption per image: {n} images but {len(captions)} captions")
     if outcomes is not None and (len(outcomes) != n or not set(outcomes) <= set(OUTCOME_COLORS)):
@@ -414,18 +412,24 @@ def save_anomaly_panel(
     headers = ("image", "ground truth", "anomaly map", "pixels > pixel threshold")
     for col, header in enumerate(headers):
         x_center = left + col * (cell_w + col_gap) + cell_w / 2
-        fig.text(x_center / fig_w, 1 - 0.22 / fig_h, header, ha="center", va="center",
-                 fontsize=11, fontweight="bold")
+        fig.text(x_center / fig_w, 1 - 0.22 / fig_h, header, ha="center", va="center", fontsize=11, fontweight="bold")
 
     for row in range(n):
         ax_img, ax_gt, ax_map, ax_pred = (axes_at(row, col) for col in range(n_cols))
         caption_y = fig_h - (top + row * (caption_h + cell_h + row_gap) + caption_h * 0.45)
-        fig.text(left / fig_w, caption_y / fig_h, str(captions[row]), ha="left", va="center",
-                 fontsize=10, family="monospace")
+        fig.text(left / fig_w, caption_y / fig_h, str(captions[row]), ha="left", va="center", fontsize=10, family="monospace")
         if outcomes is not None:
             mark_x = left + n_cols * cell_w + (n_cols - 1) * col_gap
-            fig.text(mark_x / fig_w, caption_y / fig_h, outcomes[row].upper(), ha="right", va="center",
-                     fontsize=10, fontweight="bold", color=OUTCOME_COLORS[outcomes[row]])
+            fig.text(
+                mark_x / fig_w,
+                caption_y / fig_h,
+                outcomes[row].upper(),
+                ha="right",
+                va="center",
+                fontsize=10,
+                fontweight="bold",
+                color=OUTCOME_COLORS[outcomes[row]],
+            )
 
         _show_image(ax_img, images[row])
 
@@ -433,8 +437,9 @@ def save_anomaly_panel(
             ax_gt.set_facecolor("0.93")
             ax_gt.set_xlim(0, 1)
             ax_gt.set_ylim(0, 1)
-            ax_gt.text(0.5, 0.5, "no ground\ntruth", ha="center", va="center", fontsize=10,
-                       color="0.45", transform=ax_gt.transAxes)
+            ax_gt.text(
+                0.5, 0.5, "no ground\ntruth", ha="center", va="center", fontsize=10, color="0.45", transform=ax_gt.transAxes
+            )
         else:
             ax_gt.imshow(masks[row], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
 

@@ -28,7 +28,9 @@ class ScoringSettings:
     ssim_window: int
 
 
-def oe_sdn_map(sdn_output: torch.Tensor, ae_output: torch.Tensor, distance: str = "squared", ssim_window: int = 7) -> torch.Tensor:
+def oe_sdn_map(
+    sdn_output: torch.Tensor, ae_output: torch.Tensor, distance: str = "squared", ssim_window: int = 7
+) -> torch.Tensor:
     """Where the AE changed content, not just style: f_OS(x) vs f_AE(x), averaged over channels.
 
     The paper writes |f_OS(x) - f_AE(x)|. Per channel, |d| and d^2 rank pixels alike; they differ

@@ -22,7 +22,13 @@ FIGURES = ("synthetic_pixel_auroc", "synthetic_image_auroc")
 
 
 def candidate_figures(
-    ae: nn.Module, sdn: nn.Module, scoring: ScoringSettings, val_images: np.ndarray, seed: int, batch_size: int, device: torch.device
+    ae: nn.Module,
+    sdn: nn.Module,
+    scoring: ScoringSettings,
+    val_images: np.ndarray,
+    seed: int,
+    batch_size: int,
+    device: torch.device,
 ) -> dict[str, float]:
     """OE-SDN's label-free figures for one candidate, and `selection_score`, their mean."""
     detector = OESDNDetector(ae, sdn, scoring)

@@ -51,10 +51,7 @@ def summarize(
     dataset has masks); it is None if no category has one.
     """
     categories = {
-        category: {
-            method: {metric: _clean_value(v) for metric, v in values.items()}
-            for method, values in per_method.items()
-        }
+        category: {method: {metric: _clean_value(v) for metric, v in values.items()} for method, values in per_method.items()}
         for category, per_method in per_category.items()
     }
     methods, metrics = _methods_and_metrics(categories)
@@ -125,9 +122,7 @@ def format_summary_table(summary: Mapping[str, Any]) -> str:
         padded = [cells[0].ljust(widths[0])] + [c.rjust(wd) for c, wd in zip(cells[1:], widths[1:], strict=True)]
         return "| " + " | ".join(padded) + " |"
 
-    separator = "|" + "|".join(
-        ["-" * (widths[0] + 2)] + ["-" * (wd + 1) + ":" for wd in widths[1:]]
-    ) + "|"
+    separator = "|" + "|".join(["-" * (widths[0] + 2)] + ["-" * (wd + 1) + ":" for wd in widths[1:]]) + "|"
     return "\n".join([line(header), separator, *(line(r) for r in rows)]) + "\n"
 
 

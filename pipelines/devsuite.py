@@ -160,4 +160,8 @@ def _one_line(record: dict[str, Any]) -> str:
         + (f" far {m[name]['false_alarm_rate']:.2f}" if "false_alarm_rate" in m[name] else "")
         for name in m
     ]
-    return f"{record['category']} seed {record['seed']}: " + " | ".join(parts) + f" [{sum(record['cpu_seconds'].values()):.0f} cpu s]"
+    return (
+        f"{record['category']} seed {record['seed']}: "
+        + " | ".join(parts)
+        + f" [{sum(record['cpu_seconds'].values()):.0f} cpu s]"
+    )

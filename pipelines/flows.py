@@ -62,7 +62,9 @@ def find_stale_stages(project_dir: str) -> list[str]:
     return sorted(dvc_runner.stale_stages(Path(project_dir)))
 
 
-@task(name="register-and-promote", cache_policy=NO_CACHE, retry_condition_fn=_retry_transient, task_run_name="register-{category}")
+@task(
+    name="register-and-promote", cache_policy=NO_CACHE, retry_condition_fn=_retry_transient, task_run_name="register-{category}"
+)
 def register_and_promote(project_dir: str, params_path: str, category: str) -> dict[str, Any]:
     """Register the category's bundle (a no-op for a known pair) and apply the promotion policy."""
     from pipelines.context import make_context
@@ -101,7 +103,9 @@ def _params(project_dir: str, params_path: str) -> Params:
 def _with_policy(task_fn: Any, params: Params) -> Any:
     """Retries and backoff from params.yaml; the retry condition still excludes bad input."""
     settings = params.orchestration
-    delays = exponential_backoff(backoff_factor=max(settings.retry_delay_seconds, 0.001))(settings.retries) if settings.retries else 0
+    delays = (
+        exponential_backoff(backoff_factor=max(settings.retry_delay_seconds, 0.001))(settings.retries) if settings.retries else 0
+    )
     return task_fn.with_options(retries=settings.retries, retry_delay_seconds=delays)
 
 

@@ -31,8 +31,10 @@ class Registration:
     register_run_id: str | None = None
 
     def lines(self) -> list[str]:
-        head = f"{self.model_name}: registered version {self.version}" if self.created else (
-            f"{self.model_name}: this AE/SDN pair is already version {self.version}; nothing registered"
+        head = (
+            f"{self.model_name}: registered version {self.version}"
+            if self.created
+            else (f"{self.model_name}: this AE/SDN pair is already version {self.version}; nothing registered")
         )
         return [head, *(decision.summary() for decision in self.decisions)]
 
@@ -91,7 +93,10 @@ def quality_gate(ctx: StageContext, info: BundleInfo) -> GateVerdict:
 
 def _code_tags(provenance: dict) -> dict[str, str]:
     code = provenance.get("code_version", {})
-    return {"mlflow.source.git.commit": str(code.get("git_commit", "unknown")), "oesdn.source_sha256": str(code.get("source_sha256", ""))}
+    return {
+        "mlflow.source.git.commit": str(code.get("git_commit", "unknown")),
+        "oesdn.source_sha256": str(code.get("source_sha256", "")),
+    }
 
 
 def _log_model(ctx: StageContext, experiment: str, model) -> tuple[str, str]:

@@ -98,13 +98,17 @@ def ending_lines(project: Path, results: dict[str, dict[str, Any]], image_quanti
         decision = (registration["decisions"] or ["already registered, champion unchanged"])[0]
         decision = decision.split(" by ", 1)[0].split(" (", 1)[0].removeprefix(f"{registration['model_name']}: ")
         if not layout.evaluation(category).is_file():
-            lines.append(f"{category}: {registration['model_name']} v{registration['version']} {decision} (no evaluation record found)")
+            lines.append(
+                f"{category}: {registration['model_name']} v{registration['version']} {decision} (no evaluation record found)"
+            )
             continue
         metrics = json.loads(layout.evaluation(category).read_text())["metrics"]
         ours = metrics["oe_sdn"]
         figures = []
         for key, label in (("pixel_auroc", "pixel"), ("image_auroc", "image")):
-            best = max((m for m in ("ae_l2", "ae_ssim") if metrics[m].get(key) is not None), key=lambda m: metrics[m][key], default=None)
+            best = max(
+                (m for m in ("ae_l2", "ae_ssim") if metrics[m].get(key) is not None), key=lambda m: metrics[m][key], default=None
+            )
             if ours.get(key) is None or best is None:
                 figures.append(f"{label} —")
                 continue

@@ -65,7 +65,12 @@ def default_remote(workspace: Path) -> str:
     """The DVC remote the project commits in `.dvc/config`; outputs can only be shared through one."""
     found = subprocess.run(
         [dvc_runner.dvc_executable(), "remote", "default", "--project"],
-        cwd=workspace, capture_output=True, text=True, env=dvc_runner.dvc_env(), timeout=120, check=False,
+        cwd=workspace,
+        capture_output=True,
+        text=True,
+        env=dvc_runner.dvc_env(),
+        timeout=120,
+        check=False,
     )
     remote = found.stdout.strip() if found.returncode == 0 else ""
     if not remote:
@@ -90,7 +95,17 @@ def _push_lock(workspace: Path, category: str, branch: str) -> str:
     """Commit the workspace's dvc.lock and push it to `branch` of the source, so a checkout can `dvc pull` it."""
     _git("add", "dvc.lock", cwd=workspace)
     identity = [] if _has_identity(workspace) else ["-c", "user.name=oesdn worker", "-c", "user.email=oesdn-worker@localhost"]
-    _git(*identity, "commit", "--quiet", "--allow-empty", "-m", f"oesdn: {category} trained by a Prefect worker", "--", "dvc.lock", cwd=workspace)
+    _git(
+        *identity,
+        "commit",
+        "--quiet",
+        "--allow-empty",
+        "-m",
+        f"oesdn: {category} trained by a Prefect worker",
+        "--",
+        "dvc.lock",
+        cwd=workspace,
+    )
     _git("push", "--quiet", "origin", f"HEAD:refs/heads/{branch}", cwd=workspace)
     return branch
 
@@ -157,7 +172,12 @@ def train_all_on_workers(
     logger = get_run_logger()
     started = {}
     for category in chosen:
-        parameters = {"category": category, "source": source, "params_path": params_path, "lock_branch_prefix": lock_branch_prefix}
+        parameters = {
+            "category": category,
+            "source": source,
+            "params_path": params_path,
+            "lock_branch_prefix": lock_branch_prefix,
+        }
         started[category] = run_deployment(deployment, parameters=parameters, timeout=0, tags=["oesdn", f"category:{category}"])
         logger.info("%s: flow run %s queued on %s", category, started[category].id, deployment)
     results: dict[str, Any] = {}
@@ -169,7 +189,9 @@ def train_all_on_workers(
             # The worker's return value stays on its machine (no shared result storage): report where to look.
             results[category] = {"flow_run_id": str(flow_run.id), "state": state.name}
         else:
-            failures[category] = f"{state.name if state else 'no state'}: {(state.message or '') if state else ''}".strip(": ")[:300]
+            failures[category] = f"{state.name if state else 'no state'}: {(state.message or '') if state else ''}".strip(": ")[
+                :300
+            ]
     if failures:
         return Failed(message="failed categories: " + "; ".join(f"{c} ({why})" for c, why in failures.items()), data=results)
     return results
@@ -188,7 +210,9 @@ def _wait(wait_for_flow_run: Any, flow_run_id: Any, timeout_s: float) -> Any:
 def is_remote_git(source: str) -> bool:
     """A URL a worker clones (https, ssh, git, scp-like user@host:path) rather than a folder it reads."""
     parsed = urlparse(source)
-    return parsed.scheme in {"http", "https", "ssh", "git"} or ("@" in source and ":" in source.split("@", 1)[1] and not Path(source).exists())
+    return parsed.scheme in {"http", "https", "ssh", "git"} or (
+        "@" in source and ":" in source.split("@", 1)[1] and not Path(source).exists()
+    )
 
 
 def ensure_work_pool(pool: str) -> bool:

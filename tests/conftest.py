@@ -32,7 +32,10 @@ def tiny_params(base: dict[str, Any], categories: tuple[str, ...] = ("brick",)) 
     params["tracking"] = {**params.get("tracking", {}), "enabled": False}  # tests that need MLflow turn it on
     # two epochs learn little, so quality gates are off (tests of the gates turn them on)
     params["registry"] = {
-        **params.get("registry", {}), "gate_min_primary_metric": 0.0, "gate_max_baseline_shortfall": 1.0, "gate_label_free": False
+        **params.get("registry", {}),
+        "gate_min_primary_metric": 0.0,
+        "gate_max_baseline_shortfall": 1.0,
+        "gate_label_free": False,
     }
     return params
 

@@ -20,7 +20,9 @@ SKIPPED = {"name": "aiobotocore", "skip_reason": "Dependency not found on PyPI a
 
 def fake_pip_audit(tmp_path: Path, stdout: str, stderr: str = "", code: int = 0) -> Path:
     script = tmp_path / "pip-audit"
-    script.write_text(f"#!{sys.executable}\nimport sys\nsys.stdout.write({stdout!r})\nsys.stderr.write({stderr!r})\nsys.exit({code})\n")
+    script.write_text(
+        f"#!{sys.executable}\nimport sys\nsys.stdout.write({stdout!r})\nsys.stderr.write({stderr!r})\nsys.exit({code})\n"
+    )
     script.chmod(0o755)
     return script
 

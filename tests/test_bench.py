@@ -158,8 +158,14 @@ def test_one_class_run_is_deterministic_given_a_seed() -> None:
 def test_markdown_puts_paper_numbers_beside_ours_for_mnist() -> None:
     records = [
         {
-            "dataset": "mnist_subset", "normal_class": c, "class_name": str(c), "seed": s, "train_images": 1, "test_images": 1,
-            "seconds": {"total": 1.0}, "auroc": {"ae_l2": 0.5 + 0.01 * s, "ae_ssim": 0.5, "sdn": 0.6, "oe_sdn": 0.7, "aux_hflip": 0.65},
+            "dataset": "mnist_subset",
+            "normal_class": c,
+            "class_name": str(c),
+            "seed": s,
+            "train_images": 1,
+            "test_images": 1,
+            "seconds": {"total": 1.0},
+            "auroc": {"ae_l2": 0.5 + 0.01 * s, "ae_ssim": 0.5, "sdn": 0.6, "oe_sdn": 0.7, "aux_hflip": 0.65},
         }
         for c in range(10)
         for s in range(3)
@@ -191,7 +197,10 @@ def test_speed_verdicts_explain_a_missed_target() -> None:
         "oe_sdn_over_ae_residual_time": 3.5,
         "channels": 3,
         "flops": {"sdn_over_ae": 4.0, "fraction_of_matmul_peak": 0.1},
-        "profile_oe_sdn_forward": [{"op": "aten::mkldnn_convolution", "share": 0.6}, {"op": "aten::native_batch_norm", "share": 0.2}],
+        "profile_oe_sdn_forward": [
+            {"op": "aten::mkldnn_convolution", "share": 0.6},
+            {"op": "aten::native_batch_norm", "share": 0.2},
+        ],
     }
     text = " ".join(speed_verdicts(report))
     assert "NOT met" in text and "4.0x the AE's FLOPs" in text and "aten::native_batch_norm 20%" in text
@@ -229,7 +238,9 @@ def test_smoke_speed_cli(tmp_path: Path) -> None:
     assert "matmul peak" in (tmp_path / "speed.md").read_text()
 
 
-def test_devsuite_cli_runs_the_pipeline_stages_and_reuses_training_for_a_scoring_change(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_devsuite_cli_runs_the_pipeline_stages_and_reuses_training_for_a_scoring_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import yaml
 
     from tests.conftest import tiny_params, write_params
@@ -241,18 +252,37 @@ def test_devsuite_cli_runs_the_pipeline_stages_and_reuses_training_for_a_scoring
     assert main(["--params", str(params_file), "--no-progress", "generate"]) == 0
     data = tmp_path / "data" / "bundled"
     cache, out = tmp_path / "cache", tmp_path / "out"
-    common = ["--params", str(params_file), "--no-progress", "bench", "devsuite", "--root", str(data), "--categories", "brick",
-              "--seeds", "0", "--cache", str(cache), "--out", str(out)]
+    common = [
+        "--params",
+        str(params_file),
+        "--no-progress",
+        "bench",
+        "devsuite",
+        "--root",
+        str(data),
+        "--categories",
+        "brick",
+        "--seeds",
+        "0",
+        "--cache",
+        str(cache),
+        "--out",
+        str(out),
+    ]
     assert main([*common, "--name", "first"]) == 0
     (workspace,) = cache.glob("train-*/seed0")
     networks = {name: (workspace / "models" / "brick" / name).stat().st_mtime_ns for name in ("ae.pt", "sdn.pt")}
     assert main([*common, "--name", "ssim", "--set", "score.distance=ssim"]) == 0
     assert [workspace] == list(cache.glob("train-*/seed0"))
-    assert networks == {name: (workspace / "models" / "brick" / name).stat().st_mtime_ns for name in networks}, "a scoring change re-evaluates, never retrains"
+    assert networks == {name: (workspace / "models" / "brick" / name).stat().st_mtime_ns for name in networks}, (
+        "a scoring change re-evaluates, never retrains"
+    )
     first, ssim = pd.read_csv(out / "first.csv"), pd.read_csv(out / "ssim.csv")
     assert set(first["method"]) == set(ssim["method"]) == {"oe_sdn", "ae_l2", "ae_ssim"}
     by_method = {name: frame.set_index("method")["pixel_auroc"] for name, frame in (("first", first), ("ssim", ssim))}
-    assert by_method["first"]["ae_l2"] == by_method["ssim"]["ae_l2"] and by_method["first"]["oe_sdn"] != by_method["ssim"]["oe_sdn"]
+    assert (
+        by_method["first"]["ae_l2"] == by_method["ssim"]["ae_l2"] and by_method["first"]["oe_sdn"] != by_method["ssim"]["oe_sdn"]
+    )
     with pytest.raises(SystemExit, match="no folder for categories"):
         main([*common, "--categories", "no_such_category"])
 

@@ -87,7 +87,6 @@ def test_train_ae_resumes_after_being_killed(tmp_path: Path, tiny) -> None:
     assert model["provenance"]["data_hash"] and model["provenance"]["params"]["ae"]["epochs"] == 150
 
 
-
 def test_another_mvtec_folder_without_masks_runs_with_no_code_change(tmp_path: Path, tiny) -> None:
     """A user's own folder and category names; no ground_truth, so pixel metrics are skipped."""
     write_params(tmp_path / "params.yaml", tiny)

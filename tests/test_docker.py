@@ -101,7 +101,9 @@ def parse(argv: list[str]) -> tuple[str, list[str], dict[str, str]]:
 
 def stack_commands() -> dict[str, list[str]]:
     env = {k: v for k, v in os.environ.items() if k != "OESDN_STACK_PORT_OFFSET"}
-    out = subprocess.run(["bash", str(PROJECT_ROOT / "scripts" / "stack.sh"), "commands"], capture_output=True, text=True, check=True, env=env).stdout
+    out = subprocess.run(
+        ["bash", str(PROJECT_ROOT / "scripts" / "stack.sh"), "commands"], capture_output=True, text=True, check=True, env=env
+    ).stdout
     return {name: value.split() for name, _, value in (line.partition(": ") for line in out.splitlines())}
 
 

@@ -25,7 +25,18 @@ STAGE_MODULES = {
     "summarize": "pipelines.stages.summarize",
 }
 # Shared plumbing every stage imports: the CLI, context and tracking glue, not what a stage computes.
-PLUMBING = ("pipelines/cli.py", "pipelines/context.py", "pipelines/project_paths.py", "pipelines/stage_logging.py", "pipelines/commands", "pipelines/__init__.py", "pipelines/stages/__init__.py", "components/__init__.py", "components/provenance.py", "components/tracking")
+PLUMBING = (
+    "pipelines/cli.py",
+    "pipelines/context.py",
+    "pipelines/project_paths.py",
+    "pipelines/stage_logging.py",
+    "pipelines/commands",
+    "pipelines/__init__.py",
+    "pipelines/stages/__init__.py",
+    "components/__init__.py",
+    "components/provenance.py",
+    "components/tracking",
+)
 
 
 def _loaded_files(module: str) -> set[str]:

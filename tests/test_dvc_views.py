@@ -31,7 +31,12 @@ def test_headline_takes_oe_sdn_figures_and_the_best_baseline_per_figure() -> Non
     ours = {"image_auroc": 0.7, "pixel_auroc": 0.9, "false_alarm_rate": 0.1, "recall": 0.6, "aupro": 0.5}
     metrics = _metrics(ours, {"image_auroc": 0.8, "pixel_auroc": float("nan")}, {"image_auroc": 0.6, "pixel_auroc": 0.85})
     assert headline(metrics) == {
-        "false_alarms": 0.1, "image_auroc": 0.7, "pixel_auroc": 0.9, "recall": 0.6, "image_base": 0.8, "pixel_base": 0.85,
+        "false_alarms": 0.1,
+        "image_auroc": 0.7,
+        "pixel_auroc": 0.9,
+        "recall": 0.6,
+        "image_base": 0.8,
+        "pixel_base": 0.85,
     }
 
 
@@ -101,7 +106,12 @@ def test_metrics_show_fits_the_terminal_and_shows_the_oe_sdn_figures(project: Pa
     for category in CATEGORIES:
         metrics = json.loads((project / "reports" / category / "metrics.json").read_text())
         shown = table[f"reports/{category}/{HEADLINE_NAME}"]
-        for key, figure in (("image_auroc", "image_auroc"), ("pixel_auroc", "pixel_auroc"), ("false_alarms", "false_alarm_rate"), ("recall", "recall")):
+        for key, figure in (
+            ("image_auroc", "image_auroc"),
+            ("pixel_auroc", "pixel_auroc"),
+            ("false_alarms", "false_alarm_rate"),
+            ("recall", "recall"),
+        ):
             assert float(shown[key]) == pytest.approx(metrics["oe_sdn"][figure], abs=5e-6), (category, key)
         best = max(metrics[m]["image_auroc"] for m in ("ae_l2", "ae_ssim"))
         assert float(shown["image_base"]) == pytest.approx(best, abs=5e-6)

@@ -20,8 +20,8 @@ import yaml
 from components.category_evaluation import CategoryEvaluation
 from components.config import ScoreConfig
 from components.data.prepared import PreparedData
-from components.evaluation import MethodEvaluation
-from components.evaluation_page import render_page, threshold_rule_text
+from components.evaluation import ImageThresholdRule, MethodEvaluation
+from components.evaluation_page import render_page
 from components.models.oesdn.detector import MethodScores
 from components.scoring import METHODS
 from tests.conftest import PROJECT_ROOT, needs, tiny_params, write_params
@@ -53,15 +53,26 @@ def _evaluation(names: list[str], labels: list[int], scores: list[float]) -> tup
     n = len(names)
     rng = np.random.default_rng(0)
     maps = rng.random((n, 8, 8)).astype(np.float32)
-    metrics = {"image_auroc": 0.75, "pixel_auroc": None, "aupro": None, "f1": 0.5, "false_alarm_rate": 0.5, "recall": 0.5,
-               "recall.<b>odd</b>": 0.5}
+    metrics = {
+        "image_auroc": 0.75,
+        "pixel_auroc": None,
+        "aupro": None,
+        "f1": 0.5,
+        "false_alarm_rate": 0.5,
+        "recall": 0.5,
+        "recall.<b>odd</b>": 0.5,
+    }
     results = {name: MethodEvaluation(dict(metrics), 0.5, 0.4, (np.zeros(0), np.zeros(0))) for name in METHODS}
     results["ae_ssim"].metrics["image_auroc"] = 0.9  # a baseline that beats OE-SDN
     test = {name: MethodScores(maps, np.asarray(scores, dtype=np.float64)) for name in METHODS}
     data = PreparedData(
-        train=np.zeros((0, 3, 8, 8), np.uint8), val=np.zeros((5, 3, 8, 8), np.uint8),
-        test=rng.integers(0, 255, (n, 3, 8, 8), dtype=np.uint8), test_labels=np.asarray(labels, dtype=np.int64),
-        test_masks=None, test_defect_types=np.asarray([name.split("/")[0] for name in names]), test_names=np.asarray(names),
+        train=np.zeros((0, 3, 8, 8), np.uint8),
+        val=np.zeros((5, 3, 8, 8), np.uint8),
+        test=rng.integers(0, 255, (n, 3, 8, 8), dtype=np.uint8),
+        test_labels=np.asarray(labels, dtype=np.int64),
+        test_masks=None,
+        test_defect_types=np.asarray([name.split("/")[0] for name in names]),
+        test_names=np.asarray(names),
     )
     return CategoryEvaluation(results, test, ["check: a warning from the evaluation"]), data
 
@@ -80,17 +91,29 @@ def test_page_puts_errors_first_escapes_names_and_warns(score_config: ScoreConfi
     assert "predicted: defective" in page and "predicted: good" in page
     assert "AE-SSIM beats the shipped OE-SDN on image AUROC: 0.900 vs 0.750" in page
     assert "exceed the 1.0 % the threshold aims at" in page and "check: a warning from the evaluation" in page
-    assert page.index("Operating point") < page.index("against its baselines") < page.index("Scores and ROC") < page.index("Every test image")
+    assert (
+        page.index("Operating point")
+        < page.index("against its baselines")
+        < page.index("Scores and ROC")
+        < page.index("Every test image")
+    )
     assert not re.search(r"""(src|href)=(?!["']?data:)""", page), "nothing is fetched at view time"
 
 
 def test_threshold_rule_is_named_as_it_was_applied() -> None:
-    assert threshold_rule_text("lognormal", 0.99, 24) == (
+    assert ImageThresholdRule("lognormal", 0.99).describe(24) == (
         "lognormal tail fit at the 0.99 quantile of 24 good validation images (never below their largest score)"
     )
-    assert threshold_rule_text("lognormal", 0.99, 2) == "empirical 0.99 quantile of 2 good validation images (too few for the lognormal tail fit)"
-    assert threshold_rule_text("empirical", 0.95, 24) == "empirical 0.95 quantile of 24 good validation images"
-    assert threshold_rule_text("lognormal", 1.0, 24) == "the largest score of 24 good validation images"
+    assert ImageThresholdRule("tolerance", 0.99, 0.9).describe(24) == (
+        "lognormal tolerance bound from 24 good validation images: with 90% confidence, at least 99% of good parts "
+        "score below it (never below their largest score)"
+    )
+    assert (
+        ImageThresholdRule("tolerance", 0.99).describe(2)
+        == "empirical 0.99 quantile of 2 good validation images (too few for the tolerance fit)"
+    )
+    assert ImageThresholdRule("empirical", 0.95).describe(24) == "empirical 0.95 quantile of 24 good validation images"
+    assert ImageThresholdRule("lognormal", 1.0).describe(24) == "the largest score of 24 good validation images"
 
 
 # -------------------------------------------------------------------- the stage in a browser
@@ -102,7 +125,9 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("page")
     write_params(root / "params.yaml", tiny_params(yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())))
     for stage in (["generate"], *([name, "--category", "brick"] for name in ("prepare", "train-ae", "train-sdn", "evaluate"))):
-        result = subprocess.run([OESDN, "--no-progress", *stage], cwd=root, capture_output=True, text=True, timeout=600, check=False)
+        result = subprocess.run(
+            [OESDN, "--no-progress", *stage], cwd=root, capture_output=True, text=True, timeout=600, check=False
+        )
         assert result.returncode == 0, f"oesdn {' '.join(stage)} failed:\n{result.stdout}\n{result.stderr}"
     return root
 
@@ -117,7 +142,13 @@ def browser() -> Iterator[Any]:
 
     options = webdriver.ChromeOptions()
     options.binary_location = str(shutil.which("chromium"))
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--host-resolver-rules=MAP * ~NOTFOUND"):
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--host-resolver-rules=MAP * ~NOTFOUND",
+    ):
         options.add_argument(argument)
     driver = webdriver.Chrome(options=options, service=Service(str(shutil.which("chromedriver"))))
     try:
@@ -157,5 +188,5 @@ def test_the_stage_page_loads_offline_and_shows_the_metrics_file(browser: Any, p
     errors = [outcome in ERRORS_FIRST for outcome in state["outcomes"]]
     assert errors == sorted(errors, reverse=True), "misses and false alarms come first"
     text = browser.find_element("tag name", "body").text
-    assert "lognormal tail fit at the 0.99 quantile of 4 good validation images" in text or "empirical 0.99 quantile" in text
+    assert "lognormal tolerance bound from 4 good validation images: with 90% confidence, at least 99% of good parts" in text
     assert os.path.getsize(reports / "index.html") < 2_000_000

@@ -32,7 +32,9 @@ CATEGORY = "brick"
 
 
 def oesdn(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([OESDN, "--no-progress", *args], cwd=cwd, capture_output=True, text=True, timeout=600, env=env, check=False)
+    return subprocess.run(
+        [OESDN, "--no-progress", *args], cwd=cwd, capture_output=True, text=True, timeout=600, env=env, check=False
+    )
 
 
 def files_under(root: Path) -> set[Path]:
@@ -332,7 +334,9 @@ def test_the_bundled_and_devsuite_generators_write_valid_masks(project: Path, tm
 
 
 @pytest.mark.parametrize("name", ["-rf", "--help", "brick\n", 123])
-def test_params_reject_a_category_that_is_not_a_plain_folder_name(project_params: dict[str, Any], tmp_path: Path, name: object) -> None:
+def test_params_reject_a_category_that_is_not_a_plain_folder_name(
+    project_params: dict[str, Any], tmp_path: Path, name: object
+) -> None:
     project_params["categories"] = {name: {}}
     path = write_params(tmp_path / "params.yaml", project_params)
 
@@ -368,7 +372,9 @@ def _foreign_pickle(path: Path) -> None:
     ],
     ids=["foreign-class", "plain-pickle", "garbage", "empty"],
 )
-def test_evaluate_names_a_foreign_network_file_without_torch_advice(project: Path, tmp_path: Path, write: Any, reason: str) -> None:
+def test_evaluate_names_a_foreign_network_file_without_torch_advice(
+    project: Path, tmp_path: Path, write: Any, reason: str
+) -> None:
     copy = tmp_path / "project"
     shutil.copytree(project, copy, ignore=shutil.ignore_patterns("mlruns", "reports", "evaluations"))
     network = copy / "models" / CATEGORY / "ae.pt"
@@ -401,8 +407,16 @@ def test_a_damaged_training_checkpoint_is_ignored_with_a_message(tmp_path: Path,
     checkpoint = tmp_path / "ae.pt"
     checkpoint.write_bytes(b"half a checkpoint")
     settings = FitSettings(
-        epochs=1, batch_size=1, learning_rate=1e-3, weight_decay=0.0, patience=0, seed=0,
-        checkpoint_path=checkpoint, fingerprint="f", param_prefix="ae", progress=False,
+        epochs=1,
+        batch_size=1,
+        learning_rate=1e-3,
+        weight_decay=0.0,
+        patience=0,
+        seed=0,
+        checkpoint_path=checkpoint,
+        fingerprint="f",
+        param_prefix="ae",
+        progress=False,
     )
 
     assert _load_checkpoint(settings) is None  # a checkpoint only saves time: training starts afresh

@@ -182,7 +182,9 @@ def test_saving_one_network_twice_gives_identical_bytes(tmp_path: Path) -> None:
     save_network(tmp_path / "copy" / "other-name.pt", network, "ae", arch, extra)
     assert (tmp_path / "ae.pt").read_bytes() == (tmp_path / "copy" / "other-name.pt").read_bytes()
     reloaded, record = load_network(tmp_path / "copy" / "other-name.pt", "ae")
-    assert record["best_epoch"] == 1 and all(torch.equal(a, b) for a, b in zip(reloaded.state_dict().values(), network.state_dict().values(), strict=True))
+    assert record["best_epoch"] == 1 and all(
+        torch.equal(a, b) for a, b in zip(reloaded.state_dict().values(), network.state_dict().values(), strict=True)
+    )
 
 
 def test_a_forced_retrain_gives_identical_files_and_registers_nothing_new(
@@ -198,11 +200,16 @@ def test_a_forced_retrain_gives_identical_files_and_registers_nothing_new(
     assert [str(v.version) for v in client.search_model_versions(f"name='{MODEL}'")] == ["1"]
 
 
-def test_concurrent_registrations_of_one_pair_create_one_version(project: Path, bundle: Path, store: str, client: MlflowClient) -> None:
+def test_concurrent_registrations_of_one_pair_create_one_version(
+    project: Path, bundle: Path, store: str, client: MlflowClient
+) -> None:
     with_metrics(bundle, 5e-6, oe=0.95, ae=0.94)
     env = {**os.environ, "MLFLOW_TRACKING_URI": store}
     command = [OESDN, "register", "--category", "brick"]
-    running = [subprocess.Popen(command, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    running = [
+        subprocess.Popen(command, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
     outputs = [process.communicate(timeout=600) for process in running]
     assert [process.returncode for process in running] == [0, 0], outputs
     stdout = "".join(out for out, _ in outputs)

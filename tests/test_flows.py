@@ -69,7 +69,9 @@ def task_names(flow_run_id: Any) -> list[str]:
     )
 
     with get_client(sync_client=True) as client:
-        children = client.read_flow_runs(flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run_id])))
+        children = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run_id]))
+        )
         ids = [flow_run_id, *(child.id for child in children)]
         runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)))
     return [r.name for r in sorted(runs, key=lambda r: r.start_time or r.expected_start_time)]
@@ -178,6 +180,8 @@ Use `dvc push` to send your updates to remote storage.
 ERROR: failed to reproduce 'train_ae@brick'"""
     kept = [line for line in output.splitlines() if line.strip() and not is_noise(line)]
     assert kept == [
-        "Running stage 'train_ae@brick':", "> oesdn train-ae --category brick",
-        "brick: ae best validation loss 0.16191 at epoch 12", "ERROR: failed to reproduce 'train_ae@brick'",
+        "Running stage 'train_ae@brick':",
+        "> oesdn train-ae --category brick",
+        "brick: ae best validation loss 0.16191 at epoch 12",
+        "ERROR: failed to reproduce 'train_ae@brick'",
     ]

@@ -84,10 +84,22 @@ def test_predict_from_a_local_run_dir_reproduces_evaluate_scores(project: Path, 
     assert "predict:" in result.stderr  # the progress bar
 
 
-def test_predict_from_the_champion_uri_reproduces_evaluate_scores(project: Path, registry_env: dict[str, str], tmp_path: Path) -> None:
+def test_predict_from_the_champion_uri_reproduces_evaluate_scores(
+    project: Path, registry_env: dict[str, str], tmp_path: Path
+) -> None:
     test_dir = project / "data" / "bundled" / "brick" / "test"
     pattern = str(test_dir / "*" / "00[01].png")  # a glob, quoted as a user would
-    ok("--no-progress", "predict", "--model", "models:/oesdn-brick@champion", pattern, "--out", str(tmp_path), cwd=project, env=registry_env)
+    ok(
+        "--no-progress",
+        "predict",
+        "--model",
+        "models:/oesdn-brick@champion",
+        pattern,
+        "--out",
+        str(tmp_path),
+        cwd=project,
+        env=registry_env,
+    )
     table = predictions(tmp_path)
     assert len(table) == len(list(test_dir.glob("*/00[01].png"))) > 0
     assert_matches_evaluate(project, table, test_dir)
@@ -132,7 +144,9 @@ def test_bad_arguments_exit_2_with_a_clear_message(project: Path, tmp_path: Path
     missing = run("--no-progress", "predict", "--model", "models/nope", "data", "--out", str(tmp_path), cwd=project)
     assert missing.returncode == 2 and "models/nope" in missing.stderr and "does not exist" in missing.stderr
     (tmp_path / "empty").mkdir()
-    nothing = run("--no-progress", "predict", "--model", "models/brick", str(tmp_path / "empty"), "--out", str(tmp_path), cwd=project)
+    nothing = run(
+        "--no-progress", "predict", "--model", "models/brick", str(tmp_path / "empty"), "--out", str(tmp_path), cwd=project
+    )
     assert nothing.returncode == 2 and "no images found" in nothing.stderr
     assert not (tmp_path / "predictions.csv").exists()
 
@@ -164,9 +178,28 @@ def test_onnx_export_matches_torch_within_1e_4(project: Path, tmp_path: Path) ->
 
 
 def test_bench_predict_prints_torch_and_onnx_throughput(project: Path, tmp_path: Path) -> None:
-    result = ok("bench", "predict", "--model", "models/brick", "--batch-size", "4", "--repeats", "1", "--threads", "1", "--out", str(tmp_path), cwd=project)
+    result = ok(
+        "bench",
+        "predict",
+        "--model",
+        "models/brick",
+        "--batch-size",
+        "4",
+        "--repeats",
+        "1",
+        "--threads",
+        "1",
+        "--out",
+        str(tmp_path),
+        cwd=project,
+    )
     rows = [line for line in result.stdout.splitlines() if line.startswith(("| torch", "| onnxruntime"))]
-    assert [row.split("|")[1:3] for row in rows] == [[" torch ", " 1 "], [" onnxruntime ", " 1 "], [" torch ", " 4 "], [" onnxruntime ", " 4 "]]
+    assert [row.split("|")[1:3] for row in rows] == [
+        [" torch ", " 1 "],
+        [" onnxruntime ", " 1 "],
+        [" torch ", " 4 "],
+        [" onnxruntime ", " 4 "],
+    ]
     assert all(float(row.split("|")[3]) > 0 for row in rows)
     assert (tmp_path / "predict_speed.md").read_text() in result.stdout
 
@@ -183,6 +216,8 @@ def test_s3_access_denied_and_missing_objects_name_the_object(tmp_path: Path) ->
         with pytest.raises(SourceError, match=r"access denied to s3://line/cam1/0001\.png"):
             _expand_s3("s3://line/cam1/0001.png", tmp_path, client)
         stub.add_client_error("head_object", service_error_code="404", http_status_code=404)
-        stub.add_response("list_objects_v2", {"KeyCount": 0, "IsTruncated": False}, {"Bucket": "line", "Prefix": "cam1/0002.png/"})
+        stub.add_response(
+            "list_objects_v2", {"KeyCount": 0, "IsTruncated": False}, {"Bucket": "line", "Prefix": "cam1/0002.png/"}
+        )
         with pytest.raises(SourceError, match=r"s3://line/cam1/0002\.png not found"):
             _expand_s3("s3://line/cam1/0002.png", tmp_path, client)

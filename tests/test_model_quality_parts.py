@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from components.data.validation_defects import KINDS, MASK_TOLERANCE, defective_copies, paste_defect
-from components.evaluation import evaluate_method, upsample_maps
-from components.metrics import lognormal_tail_threshold, operating_point, pixel_auroc
+from components.evaluation import ImageThresholdRule, evaluate_method, upsample_maps
+from components.metrics import lognormal_tail_threshold, lognormal_tolerance_threshold, operating_point, pixel_auroc
 from components.models.oesdn.outlier_exposure import LOCAL_TRANSFORMS, AuxSettings, blob_masks, make_aux_batch, oer_pair
 from components.scoring import ScoringSettings
 from components.selection import candidate_figures, choose_candidate
@@ -98,7 +98,7 @@ def test_pixel_metrics_are_taken_on_maps_upsampled_to_native_masks() -> None:
         np.array([0.9, 0.1]),
         maps,
         masks,
-        0.99,
+        ImageThresholdRule("empirical", 0.99),
         0.999,
         0.3,
     )
@@ -125,14 +125,33 @@ def test_lognormal_threshold_holds_its_false_alarm_rate_on_unseen_normals() -> N
         lognormal_tail_threshold(np.array([1.0, 2.0]), 0.99)
 
 
-def test_a_split_too_small_for_a_tail_fit_falls_back_to_the_empirical_rule_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
-    from components.evaluation import image_threshold
+def test_tolerance_bound_holds_its_promise_where_the_plain_fit_does_not() -> None:
+    """A varied texture: few validation normals with a wide spread. The plain fit plugs in the
+    estimated spread; the bound must keep unseen false alarms at or under the promised 1 % in at
+    least its 90 % of draws, and tend to the plain fit as the split grows."""
+    rng = np.random.default_rng(0)
+    true_q99 = float(np.exp(2.326 * 1.0))  # lognormal(0, 1)
+    plain, bound = [], []
+    for _ in range(2000):
+        val = rng.lognormal(0.0, 1.0, 23)
+        plain.append(lognormal_tail_threshold(val, 0.99) >= true_q99)
+        bound.append(lognormal_tolerance_threshold(val, 0.99, 0.9) >= true_q99)
+    assert np.mean(bound) >= 0.88, "the bound covers the true 0.99 quantile in about 90 % of draws"
+    assert np.mean(plain) < 0.7 < np.mean(bound)
+    big = rng.lognormal(0.0, 1.0, 5000)
+    assert lognormal_tolerance_threshold(big, 0.99, 0.9) == pytest.approx(lognormal_tail_threshold(big, 0.99), rel=0.03)
+    small = rng.lognormal(0.0, 1.0, 23)
+    assert lognormal_tolerance_threshold(small, 0.99, 0.9) >= max(lognormal_tail_threshold(small, 0.99), small.max())
+    with pytest.raises(ValueError, match="confidence"):
+        lognormal_tolerance_threshold(small, 0.99, 1.0)
 
+
+def test_a_split_too_small_for_a_tail_fit_falls_back_to_the_empirical_rule_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level("WARNING"):
-        assert image_threshold(np.array([1.0, 2.0]), 0.99, "lognormal") == 2.0
-    assert "score.threshold_rule" in caplog.text
+        assert ImageThresholdRule("tolerance", 0.99).threshold(np.array([1.0, 2.0])) == 2.0
+    assert "score.threshold_rule tolerance" in caplog.text
     with pytest.raises(ValueError, match="unknown threshold rule"):
-        image_threshold(np.array([1.0, 2.0, 3.0]), 0.99, "median")
+        ImageThresholdRule("median", 0.99)
 
 
 def test_operating_point_counts_false_alarms_and_recall_per_defect_type() -> None:
@@ -172,14 +191,18 @@ def test_train_sdn_with_candidates_keeps_the_label_free_winner(tmp_path: Path, t
     write_params(tmp_path / "params.yaml", tiny)
     for command in (["generate"], ["prepare", "--category", "brick"], ["train-ae", "--category", "brick"]):
         subprocess.run([OESDN, "--no-progress", *command], cwd=tmp_path, check=True, capture_output=True)
-    result = subprocess.run([OESDN, "--no-progress", "train-sdn", "--category", "brick"], cwd=tmp_path, check=True, capture_output=True, text=True)
+    result = subprocess.run(
+        [OESDN, "--no-progress", "train-sdn", "--category", "brick"], cwd=tmp_path, check=True, capture_output=True, text=True
+    )
     assert result.stdout.count("sdn candidate") == 2 and "<- chosen" in result.stdout
     record = torch.load(tmp_path / "models" / "brick" / "sdn.pt", weights_only=True)
     selection = record["selection"]
     assert set(selection["candidates"]) == {"aux_transforms=foreign_patch+noise_patch", "lambda_oer=0.0"}
     scores = {name: c["selection_score"] for name, c in selection["candidates"].items()}
     assert selection["chosen"] == max(scores, key=scores.get)
-    evaluated = subprocess.run([OESDN, "--no-progress", "evaluate", "--category", "brick"], cwd=tmp_path, check=True, capture_output=True, text=True)
+    evaluated = subprocess.run(
+        [OESDN, "--no-progress", "evaluate", "--category", "brick"], cwd=tmp_path, check=True, capture_output=True, text=True
+    )
     metrics = json.loads((tmp_path / "reports" / "brick" / "metrics.json").read_text())
     for method in ("oe_sdn", "ae_l2", "ae_ssim"):
         assert {"false_alarm_rate", "recall", "synthetic_pixel_auroc", "synthetic_image_auroc"} <= set(metrics[method])

@@ -35,7 +35,9 @@ def test_metrics_from_different_test_sets_are_never_compared() -> None:
 
 
 def test_decision_round_trips_through_json() -> None:
-    decision = Decision("brick", "oesdn-brick", "promoted", "policy", "1", "2", "better", {"2": {"metric": "pixel_auroc", "value": 0.9}})
+    decision = Decision(
+        "brick", "oesdn-brick", "promoted", "policy", "1", "2", "better", {"2": {"metric": "pixel_auroc", "value": 0.9}}
+    )
     again = Decision.from_json(decision.to_json())
     assert again == decision and again.moved
     assert "v1 -> v2" in again.summary()

@@ -182,12 +182,23 @@ def test_promotion_policy_through_the_cli(project: Path, client: MlflowClient) -
         (project / "models" / "brick" / BUNDLE_FILE).write_text(original)
 
     experiment = client.get_experiment_by_name("oesdn-brick")
-    last = client.search_runs([experiment.experiment_id], "tags.`oesdn.stage` = 'promotion'", order_by=["attributes.start_time DESC"])[0]
+    last = client.search_runs(
+        [experiment.experiment_id], "tags.`oesdn.stage` = 'promotion'", order_by=["attributes.start_time DESC"]
+    )[0]
     log_path = client.download_artifacts(last.info.run_id, "promotion_log.jsonl", str(project))
     actions = [json.loads(line)["action"] for line in Path(log_path).read_text().splitlines()]
     assert actions == [
-        "first_champion", "kept", "kept", "promoted", "moved_in_ui", "promoted", "moved_in_ui", "kept",
-        "rollback", "manual_promote", "promoted",
+        "first_champion",
+        "kept",
+        "kept",
+        "promoted",
+        "moved_in_ui",
+        "promoted",
+        "moved_in_ui",
+        "kept",
+        "rollback",
+        "manual_promote",
+        "promoted",
     ]
     record = json.loads(Path(log_path).read_text().splitlines()[-3])
     assert record["actor"].endswith("via oesdn rollback") and record["reason"] == "v4 misses scratches"
@@ -205,8 +216,22 @@ def test_served_model_answers_http(project: Path) -> None:
     port = free_port()
     mlflow_cli = str(Path(sys.executable).parent / "mlflow")
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}"}
-    command = [mlflow_cli, "models", "serve", "-m", f"models:/{MODEL}/1", "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)]
-    server = subprocess.Popen(command, cwd=project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    command = [
+        mlflow_cli,
+        "models",
+        "serve",
+        "-m",
+        f"models:/{MODEL}/1",
+        "--env-manager",
+        "local",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
+    ]
+    server = subprocess.Popen(
+        command, cwd=project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 120
@@ -244,7 +269,9 @@ def test_against_a_real_tracking_server(project: Path, monkeypatch: pytest.Monke
     )
     image = project / "data" / "bundled" / "brick" / "test" / "good" / "000.png"
     env = {**os.environ, "MLFLOW_TRACKING_URI": server}
-    score = subprocess.run([sys.executable, "-c", probe, str(image)], env=env, capture_output=True, text=True, check=True, cwd=project)
+    score = subprocess.run(
+        [sys.executable, "-c", probe, str(image)], env=env, capture_output=True, text=True, check=True, cwd=project
+    )
     assert float(score.stdout.strip().splitlines()[-1]) >= 0.0
 
 
@@ -252,4 +279,3 @@ def test_ci_starts_the_tracking_server() -> None:
     """In CI the server test above must run, never be skipped."""
     if os.environ.get("CI"):
         assert os.environ.get("OESDN_TEST_MLFLOW_SERVER"), ".ci/run must export OESDN_TEST_MLFLOW_SERVER"
-

@@ -135,8 +135,7 @@ def test_panel_grayscale_without_ground_truth(tmp_path: Path) -> None:
     [
         ("images", np.zeros((2, 2, 16, 16)), r"\(N, C, H, W\) with C = 1 or 3"),
         ("images", np.zeros((2, 16, 16)), r"\(N, C, H, W\)"),
-        ("masks", np.zeros((2, 8, 8), dtype=bool),
-         r"masks must have shape \(N, H, W\) = \(2, 16, 16\)"),
+        ("masks", np.zeros((2, 8, 8), dtype=bool), r"masks must have shape \(N, H, W\) = \(2, 16, 16\)"),
         ("maps", np.zeros((3, 16, 16)), r"maps must have shape"),
         ("pred_masks", np.zeros((2, 16, 15), dtype=bool), r"pred_masks must have shape"),
         ("captions", ["only one"], r"one caption per image: 2 images but 1 captions"),
@@ -146,8 +145,15 @@ def test_panel_grayscale_without_ground_truth(tmp_path: Path) -> None:
 )
 def test_panel_rejects_bad_input(tmp_path: Path, field: str, bad, message: str) -> None:
     images, masks, maps, pred, captions = _panel_inputs(2)
-    kwargs = {"images": images, "masks": masks, "maps": maps, "pred_masks": pred, "captions": captions,
-              "path": tmp_path / "p.png", "pixel_threshold": 0.7}
+    kwargs = {
+        "images": images,
+        "masks": masks,
+        "maps": maps,
+        "pred_masks": pred,
+        "captions": captions,
+        "path": tmp_path / "p.png",
+        "pixel_threshold": 0.7,
+    }
     kwargs[field] = bad
     with pytest.raises(ValueError, match=message):
         save_anomaly_panel(**kwargs)
@@ -160,10 +166,23 @@ def test_panel_rejects_bad_input(tmp_path: Path, field: str, bad, message: str) 
 def test_select_panel_indices_covers_types_and_is_deterministic() -> None:
     defect_types = ["good"] * 5 + ["crack"] * 3 + ["hole"] * 4 + ["cut"]
     labels = np.array([t != "good" for t in defect_types], dtype=int)
-    scores = np.array([0.1, 0.9, 0.3, 0.9, 0.2,  # normals: 0.9 tie at 1 and 3 -> lowest index 1
-                       0.5, 0.7, 0.6,  # crack: median 0.6 -> index 7
-                       0.4, 0.8, 0.2, 0.6,  # hole: sorted 0.2,0.4,0.6,0.8 -> lower median 0.4 -> 8
-                       0.3])  # cut -> 12
+    scores = np.array(
+        [
+            0.1,
+            0.9,
+            0.3,
+            0.9,
+            0.2,  # normals: 0.9 tie at 1 and 3 -> lowest index 1
+            0.5,
+            0.7,
+            0.6,  # crack: median 0.6 -> index 7
+            0.4,
+            0.8,
+            0.2,
+            0.6,  # hole: sorted 0.2,0.4,0.6,0.8 -> lower median 0.4 -> 8
+            0.3,
+        ]
+    )  # cut -> 12
     chosen = select_panel_indices(labels, scores, defect_types)
     assert chosen.tolist() == [1, 7, 12, 8]  # normal first, then types sorted: crack, cut, hole
     assert {defect_types[i] for i in chosen} == {"good", "crack", "hole", "cut"}
@@ -258,9 +277,7 @@ def test_region_outline_and_outcome_marks() -> None:
 
 
 def test_summary_mean_is_none_when_no_category_has_a_value() -> None:
-    summary = summary_report.summarize(
-        {"a": {"oe_sdn": {"aupro": None}}, "b": {"oe_sdn": {"aupro": None}}}
-    )
+    summary = summary_report.summarize({"a": {"oe_sdn": {"aupro": None}}, "b": {"oe_sdn": {"aupro": None}}})
     assert summary["mean"] == {"oe_sdn": {"aupro": None}}
 
 
@@ -271,8 +288,7 @@ def test_markdown_table_rows_bold_and_missing() -> None:
     header = [c.strip() for c in lines[0].strip("|").split("|")]
     assert header[:4] == ["category", "image AUROC OE-SDN", "AE-L2", "AE-SSIM"]
     assert len(header) == 1 + 4 * 3
-    rows = {cells[0]: cells[1:] for cells in
-            ([c.strip() for c in line.strip("|").split("|")] for line in lines[2:])}
+    rows = {cells[0]: cells[1:] for cells in ([c.strip() for c in line.strip("|").split("|")] for line in lines[2:])}
     assert list(rows) == ["carpet", "digit_3", "mean"]
     # image AUROC group, then pixel AUROC, AUPRO, F1
     assert rows["carpet"][:3] == ["**0.900**", "0.800", "0.700"]
@@ -286,10 +302,12 @@ def test_markdown_table_rows_bold_and_missing() -> None:
 
 
 def test_markdown_ties_are_all_bold_and_a_lone_value_is_not() -> None:
-    summary = summary_report.summarize({
-        "x": {"oe_sdn": {"f1": 0.5001}, "ae_l2": {"f1": 0.5004}, "ae_ssim": {"f1": 0.1}},
-        "y": {"oe_sdn": {"f1": 0.3}, "ae_l2": {"f1": None}, "ae_ssim": {"f1": None}},
-    })
+    summary = summary_report.summarize(
+        {
+            "x": {"oe_sdn": {"f1": 0.5001}, "ae_l2": {"f1": 0.5004}, "ae_ssim": {"f1": 0.1}},
+            "y": {"oe_sdn": {"f1": 0.3}, "ae_l2": {"f1": None}, "ae_ssim": {"f1": None}},
+        }
+    )
     lines = format_summary_table(summary).splitlines()
     x_cells = [c.strip() for c in lines[2].strip("|").split("|")]
     y_cells = [c.strip() for c in lines[3].strip("|").split("|")]
@@ -303,8 +321,9 @@ def test_import_does_not_load_matplotlib() -> None:
     import sys
 
     code = "import sys, components.reporting; print('matplotlib' in sys.modules)"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            cwd=Path(__file__).resolve().parents[1], check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1], check=True
+    )
     assert result.stdout.strip() == "False"
 
 
@@ -318,12 +337,18 @@ def test_the_end_of_oesdn_run_states_the_operating_point_and_warns(tmp_path: Pat
     }
     (tmp_path / "evaluations").mkdir()
     (tmp_path / "evaluations" / "brick.json").write_text(json.dumps({"metrics": metrics}))
-    registration = {"model_name": "oesdn-brick", "version": "3", "decisions": [
-        "oesdn-brick: first_champion (champion none -> v3) by oesdn promotion policy: no champion yet"]}
+    registration = {
+        "model_name": "oesdn-brick",
+        "version": "3",
+        "decisions": ["oesdn-brick: first_champion (champion none -> v3) by oesdn promotion policy: no champion yet"],
+    }
     lines = ending_lines(tmp_path, {"brick": {"registration": registration}}, 0.99)
     assert lines[0] == (
         "brick: v3 first_champion | pixel 0.979 (AE-L2 0.976) | image 0.782 (AE-SSIM 0.888) | false alarms 44 % | recall 79 %"
     )
     assert "warning: brick: AE-SSIM beats the shipped OE-SDN on image AUROC" in lines
     assert "warning: brick: the threshold flags 44 % of good test parts, aiming at 1 %" in lines
-    assert lines[-1] == "look at: reports/<category>/index.html (one page per category), reports/summary.md" and max(map(len, lines)) <= 120
+    assert (
+        lines[-1] == "look at: reports/<category>/index.html (one page per category), reports/summary.md"
+        and max(map(len, lines)) <= 120
+    )

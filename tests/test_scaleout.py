@@ -43,7 +43,11 @@ def worker(name: str, pool: str, env: dict[str, str], log: Path) -> Iterator[sub
     with log.open("wb") as out:
         process = subprocess.Popen(
             [str(BIN / "prefect"), "worker", "start", "--pool", pool, "--limit", "1", "--name", name, "--type", "process"],
-            env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
         try:
             yield process
@@ -66,14 +70,18 @@ def run_on_workers(deployment: str, source: Path) -> tuple[float, dict[str, Any]
     from pipelines.scaleout import train_all_on_workers
 
     started = time.monotonic()
-    state = train_all_on_workers(list(CATEGORIES), str(source), deployment, lock_branch_prefix="oesdn-runs", timeout_s=600, return_state=True)
+    state = train_all_on_workers(
+        list(CATEGORIES), str(source), deployment, lock_branch_prefix="oesdn-runs", timeout_s=600, return_state=True
+    )
     seconds = time.monotonic() - started
     assert state.is_completed(), state.message
     return seconds, state.result()
 
 
 @needs(STACK_MISSING or PREFECT_MISSING)
-def test_two_workers_train_two_categories_concurrently_in_separate_workspaces(tmp_path: Path, project_params: dict[str, Any]) -> None:
+def test_two_workers_train_two_categories_concurrently_in_separate_workspaces(
+    tmp_path: Path, project_params: dict[str, Any]
+) -> None:
     from mlflow import MlflowClient
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -83,10 +91,20 @@ def test_two_workers_train_two_categories_concurrently_in_separate_workspaces(tm
     pool, name, prefix = f"oesdn-test-{run_id}", f"oesdn-worker-{run_id}", f"oesdn-scale-{run_id}-"
     workspaces = tmp_path / "workspaces"
     env = {
-        **os.environ, **stack, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "DVC_NO_ANALYTICS": "1",
-        "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid",
-        "PREFECT_API_URL": api, "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_WORKER_QUERY_SECONDS": "1",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "OESDN_WORKSPACES": str(workspaces), "OESDN_DATA_CACHE": str(tmp_path / "cache"),
+        **os.environ,
+        **stack,
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "DVC_NO_ANALYTICS": "1",
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.invalid",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.invalid",
+        "PREFECT_API_URL": api,
+        "PREFECT_HOME": str(tmp_path / "prefect-home"),
+        "PREFECT_WORKER_QUERY_SECONDS": "1",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "OESDN_WORKSPACES": str(workspaces),
+        "OESDN_DATA_CACHE": str(tmp_path / "cache"),
     }
 
     # The project in git, with the stack's S3 bucket as its committed DVC remote; MLflow only for registration.
@@ -124,7 +142,9 @@ def test_two_workers_train_two_categories_concurrently_in_separate_workspaces(tm
     brick, grass = runs["brick"], runs["grass"]
     assert all(r.start_time and r.end_time for r in (brick, grass))
     assert brick.start_time < grass.end_time and grass.start_time < brick.end_time, "the two runs did not overlap"
-    ran_by = [[r.name for r in (brick, grass) if f"Flow run '{r.name}' submitted to infrastructure" in text] for text in worker_logs]
+    ran_by = [
+        [r.name for r in (brick, grass) if f"Flow run '{r.name}' submitted to infrastructure" in text] for text in worker_logs
+    ]
     assert sorted(ran_by) == sorted([[brick.name], [grass.name]]), f"each worker should have run one category: {ran_by}"
     spaces = {c: workspaces / f"{c}-{runs[c].id}" for c in CATEGORIES}
     assert spaces["brick"] != spaces["grass"]
@@ -161,7 +181,13 @@ def test_a_source_that_is_not_git_and_a_project_without_a_dvc_remote_fail_clearl
         clone_workspace(str(plain), tmp_path / "ws-a")
     with pytest.raises(ScaleOutError, match="neither a git URL nor a git checkout"):
         deploy(str(plain))
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x.invalid", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@x.invalid"}
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@x.invalid",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@x.invalid",
+    }
     repo = tmp_path / "repo"
     repo.mkdir()
     sh("git", "init", "-q", cwd=repo, env=env)

@@ -98,7 +98,12 @@ class CountingClient:
 
 
 def test_settings_come_from_the_environment_and_hide_the_secret() -> None:
-    env = {"AWS_ENDPOINT_URL": "http://a:1", "OESDN_S3_ENDPOINT_URL": "http://b:2", "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": SECRET}
+    env = {
+        "AWS_ENDPOINT_URL": "http://a:1",
+        "OESDN_S3_ENDPOINT_URL": "http://b:2",
+        "AWS_ACCESS_KEY_ID": "k",
+        "AWS_SECRET_ACCESS_KEY": SECRET,
+    }
     settings = S3Settings.from_env(env)
     assert settings.endpoint_url == "http://b:2"  # the project's own variable wins
     assert settings.region == "us-east-1" and settings.secrets() == (SECRET,)
@@ -156,7 +161,9 @@ def test_multipart_etags_are_verified(s3: Any, tmp_path: Path) -> None:
     body = os.urandom(11 * 1024 * 1024)
     source = tmp_path / "big.bin"
     source.write_bytes(body)
-    s3.upload_file(str(source), "data", "big/x/big.bin", Config=TransferConfig(multipart_threshold=5 << 20, multipart_chunksize=5 << 20))
+    s3.upload_file(
+        str(source), "data", "big/x/big.bin", Config=TransferConfig(multipart_threshold=5 << 20, multipart_chunksize=5 << 20)
+    )
     etag = s3.head_object(Bucket="data", Key="big/x/big.bin")["ETag"].strip('"')
     assert etag.endswith("-3")
     assert etag_matches(source, etag) is True
@@ -191,7 +198,9 @@ def test_missing_bucket_empty_prefix_and_unreachable_endpoint(s3: Any, tmp_path:
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    settings = S3Settings(endpoint_url=f"http://127.0.0.1:{port}", access_key_id="k", secret_access_key=SECRET, connect_timeout=1, max_attempts=1)
+    settings = S3Settings(
+        endpoint_url=f"http://127.0.0.1:{port}", access_key_id="k", secret_access_key=SECRET, connect_timeout=1, max_attempts=1
+    )
     with pytest.raises(StorageError, match=rf"cannot reach the S3 endpoint http://127.0.0.1:{port} for s3://data/p/") as caught:
         sync_prefix("s3://data/p", tmp_path / "c", settings=settings, progress=False)
     assert SECRET not in str(caught.value)
@@ -221,7 +230,9 @@ def moto_server(aws_env: None) -> Iterator[str]:
         server.stop()
 
 
-def test_oesdn_prepare_reads_an_s3_root_and_reports_denied_access_clearly(moto_server: str, tmp_path: Path, project_params: dict[str, Any]) -> None:
+def test_oesdn_prepare_reads_an_s3_root_and_reports_denied_access_clearly(
+    moto_server: str, tmp_path: Path, project_params: dict[str, Any]
+) -> None:
     from tests.test_cli import oesdn
 
     params = tiny_params(project_params)
@@ -235,15 +246,39 @@ def test_oesdn_prepare_reads_an_s3_root_and_reports_denied_access_clearly(moto_s
     params["data"]["root"] = "s3://datasets/mvtec"
     write_params(tmp_path / "params.yaml", params)
     env = {**os.environ, "OESDN_S3_ENDPOINT_URL": moto_server, "OESDN_DATA_CACHE": str(tmp_path / "cache")}
-    first = subprocess.run([BIN / "oesdn", "--no-progress", "prepare", "--category", "brick"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False)
+    first = subprocess.run(
+        [BIN / "oesdn", "--no-progress", "prepare", "--category", "brick"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert first.returncode == 0, first.stderr
     assert "s3://datasets/mvtec/brick:" in first.stdout and " 0 unchanged" in first.stdout
-    second = subprocess.run([BIN / "oesdn", "--no-progress", "prepare", "--category", "brick"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False)
+    second = subprocess.run(
+        [BIN / "oesdn", "--no-progress", "prepare", "--category", "brick"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert "0 downloaded" in second.stdout, second.stdout
     assert (tmp_path / "data" / "prepared" / "brick" / "manifest.csv").is_file()
     params["data"]["root"] = "s3://missing-bucket/mvtec"
     write_params(tmp_path / "params.yaml", params)
-    missing = subprocess.run([BIN / "oesdn", "--no-progress", "prepare", "--category", "brick"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False)
+    missing = subprocess.run(
+        [BIN / "oesdn", "--no-progress", "prepare", "--category", "brick"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert missing.returncode == 2 and "bucket of s3://missing-bucket/mvtec/brick/ does not exist" in missing.stderr
     assert "Traceback" not in missing.stderr and SECRET not in missing.stdout + missing.stderr
 
@@ -271,12 +306,18 @@ def stack_env() -> dict[str, str]:
 def sha256_tree(root: Path, parts: tuple[str, ...]) -> dict[str, str]:
     return {
         p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for part in parts for p in sorted((root / part).rglob("*")) if p.is_file()
+        for part in parts
+        for p in sorted((root / part).rglob("*"))
+        if p.is_file()
     }
 
 
-def sh(*args: str | Path, cwd: Path, env: dict[str, str], check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([str(a) for a in args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+def sh(
+    *args: str | Path, cwd: Path, env: dict[str, str], check: bool = True, timeout: int = 600
+) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [str(a) for a in args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(map(str, args))} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result
@@ -307,8 +348,14 @@ def test_pipeline_on_the_real_stack_round_trips_through_s3(tmp_path: Path, proje
     stack = stack_env()
     run_id = uuid.uuid4().hex[:8]
     base = {
-        **os.environ, **stack, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "DVC_NO_ANALYTICS": "1",
-        "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid",
+        **os.environ,
+        **stack,
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "DVC_NO_ANALYTICS": "1",
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.invalid",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.invalid",
         "OESDN_DATA_CACHE": str(tmp_path / "cache"),
     }
     # Clients of the MLflow server hold no S3 settings at all: artifacts go through the server.
@@ -376,7 +423,10 @@ def test_pipeline_on_the_real_stack_round_trips_through_s3(tmp_path: Path, proje
     secret = stack["AWS_SECRET_ACCESS_KEY"]
     cases = {
         "badcreds": ({"AWS_SECRET_ACCESS_KEY": "wrong-" + secret[::-1]}, "rejected the credentials"),
-        "unreachable": ({"OESDN_S3_ENDPOINT_URL": f"http://127.0.0.1:{closed}", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{closed}"}, "cannot reach the S3 endpoint"),
+        "unreachable": (
+            {"OESDN_S3_ENDPOINT_URL": f"http://127.0.0.1:{closed}", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{closed}"},
+            "cannot reach the S3 endpoint",
+        ),
     }
     for name, (override, expected) in cases.items():
         bad_params = {**params, "registry": {**params["registry"], "model_prefix": f"{prefix}{name}-"}}

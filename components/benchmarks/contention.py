@@ -60,7 +60,12 @@ def _measure(threads: int, policy: str, steps: int) -> float:
         env["OMP_WAIT_POLICY"] = policy
     output = subprocess.run(
         [sys.executable, "-m", "components.benchmarks.contention", "--steps", str(steps)],
-        env=env, cwd=ROOT, capture_output=True, text=True, check=True, timeout=300,
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
     ).stdout
     return float(json.loads(output.strip().splitlines()[-1])["median_ms"])
 

@@ -162,7 +162,9 @@ def generate_category(root: Path, category: str, spec: DevSuiteSpec, progress: b
     return folder
 
 
-def generate_devsuite(root: Path, categories: tuple[str, ...] = CATEGORIES, spec: DevSuiteSpec | None = None, progress: bool = True) -> list[Path]:
+def generate_devsuite(
+    root: Path, categories: tuple[str, ...] = CATEGORIES, spec: DevSuiteSpec | None = None, progress: bool = True
+) -> list[Path]:
     """Write every requested category (skipping one whose folder already exists)."""
     spec = spec or DevSuiteSpec()
     written = []

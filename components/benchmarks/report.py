@@ -20,7 +20,14 @@ PAPER_MNIST_PER_CLASS = {
 }
 """Chung et al. 2020, Table 1, MNIST per class (full MNIST)."""
 PAPER_MNIST_MEAN = {"ae_l2": 0.961, "sdn": 0.958, "oe_sdn": 0.975}
-PAPER_MNIST_ABLATION = {"rotation": 0.975, "vflip": 0.968, "hflip": 0.968, "gaussian_noise": 0.956, "gaussian_blur": 0.954, "none": 0.958}
+PAPER_MNIST_ABLATION = {
+    "rotation": 0.975,
+    "vflip": 0.968,
+    "hflip": 0.968,
+    "gaussian_noise": 0.956,
+    "gaussian_blur": 0.954,
+    "none": 0.958,
+}
 """Chung et al. 2020, Table 3, MNIST mean AUROC per auxiliary transform."""
 FASHION_REFERENCES = {"GEOM": 0.935, "ARNet": 0.939}
 """Published Fashion-MNIST one-class mean AUROC of two other methods (the paper has no Fashion-MNIST table)."""

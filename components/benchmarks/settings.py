@@ -38,7 +38,9 @@ class BenchScoreConfig(_Section):
 
 class AblationConfig(_Section):
     seeds: tuple[int, ...] = Field(min_length=1)
-    variants: dict[str, tuple[str, ...]] = Field(min_length=1, description="name -> auxiliary transforms (empty = none, lambda 0)")
+    variants: dict[str, tuple[str, ...]] = Field(
+        min_length=1, description="name -> auxiliary transforms (empty = none, lambda 0)"
+    )
 
     @field_validator("variants")
     @classmethod
@@ -131,4 +133,6 @@ def smoke_settings(settings: BenchSettings) -> BenchSettings:
     speed = settings.speed.model_copy(
         update={"batch_size": 4, "warmup": 0, "repeats": 1, "train_steps": 1, "matmul_size": 256, "compile": "off"}
     )
-    return BenchSettings(oneclass=OneClassConfig.model_validate(oneclass.model_dump()), speed=SpeedConfig.model_validate(speed.model_dump()))
+    return BenchSettings(
+        oneclass=OneClassConfig.model_validate(oneclass.model_dump()), speed=SpeedConfig.model_validate(speed.model_dump())
+    )

@@ -204,7 +204,9 @@ def measure_speed(params: Params, config: SpeedConfig, device: torch.device, pro
     size, channels, n = params.data.image_size, params.data.channels, config.batch_size
     steps = tqdm(total=6, desc="bench speed", disable=not progress)
     report: dict[str, Any] = {
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()})",
+        "device": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"cpu ({platform.processor() or platform.machine()})",
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "image_size": size,
@@ -400,7 +402,11 @@ def speed_markdown(report: dict[str, Any]) -> str:
             f"measured {peak['size']}x{peak['size']} {peak['dtype']} matmul peak ({peak['flops_per_s'] / 1e9:.1f} GFLOP/s)."
         ),
         f"- Peak RSS: {report['peak_rss_mib']:.0f} MiB"
-        + (f"; CUDA max allocated {report['cuda_max_memory_allocated_mib']:.0f} MiB." if "cuda_max_memory_allocated_mib" in report else "."),
+        + (
+            f"; CUDA max allocated {report['cuda_max_memory_allocated_mib']:.0f} MiB."
+            if "cuda_max_memory_allocated_mib" in report
+            else "."
+        ),
         *(
             [
                 (

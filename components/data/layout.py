@@ -57,9 +57,7 @@ _EXPECTED_LAYOUT = f"""Expected layout (MVTec AD):
 Image extensions: {_EXTENSIONS} (any case); names starting with '.' are ignored."""
 
 
-def build_manifest(
-    root: str | os.PathLike[str], category: str, *, val_fraction: float, seed: int
-) -> pd.DataFrame:
+def build_manifest(root: str | os.PathLike[str], category: str, *, val_fraction: float, seed: int) -> pd.DataFrame:
     """Validate one category fully (every file decoded) and list it, one row per image.
 
     Columns are MANIFEST_COLUMNS; `attrs["masks_available"]` says whether pixel metrics are possible.
@@ -173,9 +171,7 @@ def _subfolders(parent: Path, problems: list[str]) -> dict[str, Path]:
         if entry.is_dir():
             folders[entry.name] = entry
         else:
-            problems.append(
-                f"unexpected file {entry}: {parent} may only contain folders; move or delete it"
-            )
+            problems.append(f"unexpected file {entry}: {parent} may only contain folders; move or delete it")
     return folders
 
 
@@ -188,8 +184,7 @@ def _image_files(folder: Path, problems: list[str]) -> list[Path]:
         else:
             kind = "folder" if entry.is_dir() else "file"
             problems.append(
-                f"unexpected {kind} {entry}: only images ({_EXTENSIONS}) belong in {folder}; "
-                "convert it to PNG or move it out"
+                f"unexpected {kind} {entry}: only images ({_EXTENSIONS}) belong in {folder}; convert it to PNG or move it out"
             )
     return files
 
@@ -237,9 +232,7 @@ def _test_images(test_dir: Path, problems: list[str]) -> dict[str, list[Path]]:
     return tests
 
 
-def _match_masks(
-    ground_truth: Path, tests: dict[str, list[Path]], problems: list[str]
-) -> dict[Path, Path]:
+def _match_masks(ground_truth: Path, tests: dict[str, list[Path]], problems: list[str]) -> dict[Path, Path]:
     """Pair test images with masks: every anomalous image needs one, every mask needs its image.
 
     Masks for test/good images are optional (a missing one means all-normal).
@@ -263,8 +256,7 @@ def _match_masks(
     for defect, leftovers in masks.items():
         for stem, mask in leftovers.items():
             problems.append(
-                f"mask {mask} has no image, expected {test_dir / defect / stem}.<ext>; "
-                "add the image or delete the mask"
+                f"mask {mask} has no image, expected {test_dir / defect / stem}.<ext>; add the image or delete the mask"
             )
     return matched
 
@@ -276,9 +268,7 @@ def _masks_by_stem(folder: Path, problems: list[str]) -> dict[str, Path]:
         if mask.stem.endswith(MASK_SUFFIX):
             named.append(mask)
         else:
-            problems.append(
-                f"mask {mask} is not named <image_stem>{MASK_SUFFIX}<ext>; rename it after its test image"
-            )
+            problems.append(f"mask {mask} is not named <image_stem>{MASK_SUFFIX}<ext>; rename it after its test image")
     return _unique_by(named, lambda p: p.stem[: -len(MASK_SUFFIX)], problems)
 
 
@@ -289,8 +279,7 @@ def _unique_by(files: list[Path], key: Callable[[Path], str], problems: list[str
         first = found.setdefault(key(path), path)
         if first != path:
             problems.append(
-                f"{first} and {path} share the name stem {key(path)!r}, so image-mask pairing "
-                "is ambiguous; rename or delete one"
+                f"{first} and {path} share the name stem {key(path)!r}, so image-mask pairing is ambiguous; rename or delete one"
             )
     return found
 
@@ -316,9 +305,7 @@ def _check_names_and_links(category_dir: Path, files: list[Path], problems: list
             )
 
 
-def _probe_all(
-    paths: list[Path], problems: list[str], probe: Callable[[Path], _Info]
-) -> dict[Path, _Info]:
+def _probe_all(paths: list[Path], problems: list[str], probe: Callable[[Path], _Info]) -> dict[Path, _Info]:
     """Fully decode every file; unreadable ones become problems instead of stopping the scan."""
 
     def probe_or_error(path: Path) -> _Info | DatasetError:
@@ -365,9 +352,7 @@ def _size(info: ImageInfo | MaskInfo) -> str:
     return f"{info.width}x{info.height}"
 
 
-def _check_channels(
-    category_dir: Path, images: list[Path], infos: dict[Path, ImageInfo], problems: list[str]
-) -> None:
+def _check_channels(category_dir: Path, images: list[Path], infos: dict[Path, ImageInfo], problems: list[str]) -> None:
     """One channel count per category: the networks' input width is fixed by the data."""
     by_channels: dict[int, list[Path]] = {}
     for path in images:
@@ -375,8 +360,7 @@ def _check_channels(
             by_channels.setdefault(infos[path].channels, []).append(path)
     if len(by_channels) > 1:
         counts = "; ".join(
-            f"{channels}-channel: {len(paths)} files (e.g. {paths[0]})"
-            for channels, paths in sorted(by_channels.items())
+            f"{channels}-channel: {len(paths)} files (e.g. {paths[0]})" for channels, paths in sorted(by_channels.items())
         )
         problems.append(
             f"mixed channel counts in {category_dir}: {counts}; convert every image to one mode "
@@ -388,10 +372,7 @@ def _report(category_dir: Path, problems: list[str]) -> str:
     listed = [f"  - {problem}" for problem in problems[:MAX_LISTED_PROBLEMS]]
     if len(problems) > MAX_LISTED_PROBLEMS:
         listed.append(f"  ... and {len(problems) - MAX_LISTED_PROBLEMS} more")
-    header = (
-        f"dataset category {category_dir} is not usable ({len(problems)} problems); "
-        "fix them all and rerun:"
-    )
+    header = f"dataset category {category_dir} is not usable ({len(problems)} problems); fix them all and rerun:"
     return "\n".join([header, *listed, _EXPECTED_LAYOUT])
 
 
@@ -412,9 +393,7 @@ def _train_rows(train: list[Path], val_fraction: float, seed: int) -> list[dict[
 
 
 def _test_rows(tests: dict[str, list[Path]], masks: dict[Path, Path]) -> list[dict[str, object]]:
-    return [
-        _row(path, "test", defect, masks.get(path)) for defect, paths in tests.items() for path in paths
-    ]
+    return [_row(path, "test", defect, masks.get(path)) for defect, paths in tests.items() for path in paths]
 
 
 def _row(path: Path, split: str, defect_type: str, mask: Path | None) -> dict[str, object]:

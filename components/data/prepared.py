@@ -95,10 +95,7 @@ def _native_masks(test: pd.DataFrame) -> np.ndarray:
     sizes = [probe_image(Path(path)) for path in test["path"]]
     (width, height), _ = Counter((info.width, info.height) for info in sizes).most_common(1)[0]
     return np.stack(
-        [
-            load_mask(Path(path), (height, width)) if path else np.zeros((height, width), dtype=bool)
-            for path in test["mask_path"]
-        ]
+        [load_mask(Path(path), (height, width)) if path else np.zeros((height, width), dtype=bool) for path in test["mask_path"]]
     )
 
 
@@ -137,4 +134,3 @@ def load_prepared(directory: Path) -> PreparedData:
             test_names=arrays["test_names"],
             test_masks_native=arrays["test_masks_native"] if "test_masks_native" in arrays.files else None,
         )
-

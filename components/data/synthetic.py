@@ -185,9 +185,7 @@ def _lerp(img: FloatImage, target: FloatImage, alpha: FloatImage) -> FloatImage:
     return img + alpha[..., None] * (target - img)
 
 
-def _blob(
-    rng: np.random.Generator, size: int, radius: tuple[float, float], edge: tuple[float, float]
-) -> FloatImage:
+def _blob(rng: np.random.Generator, size: int, radius: tuple[float, float], edge: tuple[float, float]) -> FloatImage:
     """Soft irregular ellipse (alpha in [0, 1]); radius is a fraction of the image, edge of the radius."""
     y, x = _grid(size)
     cy, cx = rng.uniform(0.15, 0.85, 2) * size
@@ -225,9 +223,7 @@ def _line_alpha(distance: FloatImage, width: float) -> FloatImage:
     return np.clip(width / 2.0 + 0.5 - distance, 0.0, 1.0)
 
 
-def _random_walk(
-    rng: np.random.Generator, start: FloatImage, heading: float, steps: int, step: float
-) -> FloatImage:
+def _random_walk(rng: np.random.Generator, start: FloatImage, heading: float, steps: int, step: float) -> FloatImage:
     headings = heading + np.cumsum(rng.normal(0.0, 0.3, steps))
     moves = step * np.stack([np.sin(headings), np.cos(headings)], axis=-1)
     return np.vstack([start, start + np.cumsum(moves, axis=0)])
@@ -412,9 +408,7 @@ def _sample_rng(seed: int, category: str, split: str, defect: str | None, index:
     return np.random.default_rng(np.random.SeedSequence(key))
 
 
-def render_sample(
-    category: str, split: str, index: int, spec: SyntheticSpec, defect: str | None = None
-) -> Sample:
+def render_sample(category: str, split: str, index: int, spec: SyntheticSpec, defect: str | None = None) -> Sample:
     """Render one image (and its mask when `defect` is given) exactly as the generator writes it."""
     _check_choice("category", category, BUNDLED_CATEGORIES)
     _check_choice("split", split, SPLITS)
@@ -483,9 +477,7 @@ def _replace_dir(source: Path, target: Path) -> None:
         os.replace(source, target)
 
 
-def generate_category(
-    category: str, out_root: Path, spec: SyntheticSpec = SyntheticSpec(), progress: bool = False
-) -> Path:
+def generate_category(category: str, out_root: Path, spec: SyntheticSpec = SyntheticSpec(), progress: bool = False) -> Path:
     """Write one category under `out_root/category` atomically: it appears complete or not at all."""
     _check_choice("category", category, BUNDLED_CATEGORIES)
     out_root = Path(out_root)

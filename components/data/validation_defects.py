@@ -88,7 +88,7 @@ def paste_defect(image: np.ndarray, kind: str, rng: np.random.Generator) -> tupl
     minimum = max(1, round(MIN_FRACTION * image.shape[1] * image.shape[2]))
     for _ in range(MAX_ATTEMPTS):
         painted = np.round(np.clip(_PAINTERS[kind](clean, rng), 0, 1) * 255).astype(np.uint8)
-        mask = (np.abs(painted.astype(np.int16) - image).max(axis=0) > MASK_TOLERANCE)
+        mask = np.abs(painted.astype(np.int16) - image).max(axis=0) > MASK_TOLERANCE
         if mask.sum() >= minimum:
             return np.where(mask[None], painted, image), mask
     raise RuntimeError(f"could not paint a visible {kind!r} defect in {MAX_ATTEMPTS} attempts (is the image constant?)")

@@ -63,7 +63,9 @@ def export_onnx(model: BundleModel, resolved: ResolvedModel, out_dir: Path, opse
     import onnx
 
     pre = model.info.preprocessing
-    module = ExportableDetector(copy.deepcopy(model.detector).to("cpu", memory_format=torch.contiguous_format), pre.image_size).eval()
+    module = ExportableDetector(
+        copy.deepcopy(model.detector).to("cpu", memory_format=torch.contiguous_format), pre.image_size
+    ).eval()
     example = torch.rand(2, pre.channels, pre.image_size, pre.image_size, generator=torch.Generator().manual_seed(0))
     onnx_path, json_path = out_dir / "model.onnx", out_dir / "model.json"
     with atomic_path(onnx_path) as tmp, warnings.catch_warnings():
@@ -115,7 +117,12 @@ def export_metadata(model: BundleModel, resolved: ResolvedModel, onnx_path: Path
         "onnx_sha256": sha256_file(onnx_path),
         "model": {"name": resolved.name, "version": resolved.version, "source": resolved.uri, "pair_id": info.pair_id},
         "category": info.category,
-        "input": {"name": INPUT_NAME, "shape": ["N", pre.channels, pre.image_size, pre.image_size], "dtype": "float32", "range": [0.0, 1.0]},
+        "input": {
+            "name": INPUT_NAME,
+            "shape": ["N", pre.channels, pre.image_size, pre.image_size],
+            "dtype": "float32",
+            "range": [0.0, 1.0],
+        },
         "outputs": {
             OUTPUT_NAMES[0]: {"shape": ["N", pre.image_size, pre.image_size], "dtype": "float32"},
             OUTPUT_NAMES[1]: {"shape": ["N"], "dtype": "float32"},

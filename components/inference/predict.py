@@ -111,9 +111,10 @@ def predict(
     predictions: list[Prediction] = []
     started = time.perf_counter()
     workers = workers or min(4, os.cpu_count() or 1)
-    with ThreadPoolExecutor(max_workers=workers) as pool, tqdm(
-        total=len(sources), desc="predict", unit="img", disable=not progress
-    ) as bar:
+    with (
+        ThreadPoolExecutor(max_workers=workers) as pool,
+        tqdm(total=len(sources), desc="predict", unit="img", disable=not progress) as bar,
+    ):
         for chunk, decoded in _decoded_batches(pool, model, sources, batch_size):
             good = [(source, array) for source, array in zip(chunk, decoded, strict=True) if isinstance(array, np.ndarray)]
             if good:
@@ -166,7 +167,9 @@ def _outcome(future: Future[np.ndarray]) -> np.ndarray | UnreadableImage:
         return error
 
 
-def write_predictions(path: Path, predictions: Sequence[Prediction], threshold: float, model_name: str, model_version: str) -> None:
+def write_predictions(
+    path: Path, predictions: Sequence[Prediction], threshold: float, model_name: str, model_version: str
+) -> None:
     """predictions.csv, one row per file; scores at full float precision, so they compare exactly."""
     with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
@@ -175,5 +178,14 @@ def write_predictions(path: Path, predictions: Sequence[Prediction], threshold: 
             label = "" if p.anomalous is None else ("anomalous" if p.anomalous else "normal")
             score = "" if p.score is None else repr(p.score)
             writer.writerow(
-                [p.source.location, "ok" if p.ok else "error", score, label, repr(threshold), model_name, model_version, p.error or ""]
+                [
+                    p.source.location,
+                    "ok" if p.ok else "error",
+                    score,
+                    label,
+                    repr(threshold),
+                    model_name,
+                    model_version,
+                    p.error or "",
+                ]
             )

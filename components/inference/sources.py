@@ -174,7 +174,7 @@ def _expand_s3(uri: str, download_dir: Path, client: Any | None = None) -> list[
             if len(keys) > 1 and not is_image_name(k):
                 continue
             location = f"s3://{bucket}/{k}"
-            name = k[len(prefix):] or PurePosixPath(k).name
+            name = k[len(prefix) :] or PurePosixPath(k).name
             source = _named(location, _download_path(download_dir, location), name, f"S3 object {location}: name")
             if source.error is None:
                 source.path.parent.mkdir(parents=True, exist_ok=True)

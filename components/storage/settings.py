@@ -37,7 +37,9 @@ class S3Settings:
         key, secret = env.get("AWS_ACCESS_KEY_ID") or None, env.get("AWS_SECRET_ACCESS_KEY") or None
         if bool(key) != bool(secret):
             missing = "AWS_SECRET_ACCESS_KEY" if key else "AWS_ACCESS_KEY_ID"
-            raise StorageError(f"S3 credentials are incomplete: {missing} is not set (set both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)")
+            raise StorageError(
+                f"S3 credentials are incomplete: {missing} is not set (set both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
+            )
         return cls(
             endpoint_url=endpoint,
             region=env.get("AWS_DEFAULT_REGION") or env.get("AWS_REGION") or "us-east-1",

@@ -79,7 +79,9 @@ def storage_error(error: Exception, uri: str, settings: S3Settings) -> StorageEr
         if code in {"InvalidAccessKeyId", "InvalidClientTokenId", "UnrecognizedClientException"}:
             text = f"S3 at {where} does not know the access key in AWS_ACCESS_KEY_ID (reading {uri}); check the credentials"
         elif code in {"SignatureDoesNotMatch", "InvalidSignature", "AuthFailure"}:
-            text = f"S3 at {where} rejected the credentials: AWS_SECRET_ACCESS_KEY does not match AWS_ACCESS_KEY_ID (reading {uri})"
+            text = (
+                f"S3 at {where} rejected the credentials: AWS_SECRET_ACCESS_KEY does not match AWS_ACCESS_KEY_ID (reading {uri})"
+            )
         elif code in {"AccessDenied", "403", "AllAccessDisabled", "Forbidden"}:
             text = f"access denied to {uri} at {where}: these credentials may not read it (check the bucket policy or the key's permissions)"
         elif code == "NoSuchBucket":
@@ -171,7 +173,7 @@ def list_objects(client: Any, bucket: str, prefix: str) -> list[RemoteObject]:
             key = item["Key"]
             if key.endswith("/"):
                 continue
-            relative = key[len(start):]
+            relative = key[len(start) :]
             try:
                 safe_relative_path(relative, what=f"S3 object s3://{bucket}/{key}: name")
             except UnsafePathError as error:
@@ -207,13 +209,17 @@ def _download(client: Any, bucket: str, obj: RemoteObject, local: Path, bar: Any
                 with lock:
                     bar.update(len(chunk))
         if written != obj.size:
-            raise StorageError(f"{uri}: downloaded {written} bytes but the listing says {obj.size}; the object changed while syncing, run again")
+            raise StorageError(
+                f"{uri}: downloaded {written} bytes but the listing says {obj.size}; the object changed while syncing, run again"
+            )
         if "-" not in obj.etag:
             verified: bool | None = digest.hexdigest() == obj.etag
         else:
             verified = etag_matches(tmp, obj.etag)
         if verified is False:
-            raise StorageError(f"{uri}: the downloaded bytes do not match the object's ETag {obj.etag}; the transfer was corrupted or the object changed, run again")
+            raise StorageError(
+                f"{uri}: the downloaded bytes do not match the object's ETag {obj.etag}; the transfer was corrupted or the object changed, run again"
+            )
     return verified is True
 
 
@@ -247,7 +253,9 @@ def sync_prefix(
     todo = [obj for obj in objects if not _unchanged(target / obj.relative, obj, recorded.get(obj.relative))]
     report.unchanged = len(objects) - len(todo)
     lock = threading.Lock()
-    with tqdm(total=sum(o.size for o in todo), unit="B", unit_scale=True, desc=f"fetch {source}", disable=not progress or not todo) as bar:
+    with tqdm(
+        total=sum(o.size for o in todo), unit="B", unit_scale=True, desc=f"fetch {source}", disable=not progress or not todo
+    ) as bar:
 
         def fetch(obj: RemoteObject) -> tuple[RemoteObject, bool]:
             try:

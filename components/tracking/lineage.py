@@ -33,9 +33,7 @@ def dependency_tags(root: Path, dependencies: Iterable[str]) -> dict[str, str]:
     return {f"dvc.dep.{dep}": dvc_md5(root / dep) for dep in dependencies}
 
 
-def run_tags(
-    category: str, stage: str, provenance: Mapping[str, Any], dependencies: Mapping[str, str]
-) -> dict[str, str]:
+def run_tags(category: str, stage: str, provenance: Mapping[str, Any], dependencies: Mapping[str, str]) -> dict[str, str]:
     """Every tag a stage run carries; the pipeline-run tag groups one execution's runs in the UI."""
     code = provenance["code_version"]
     tags = {

@@ -9,9 +9,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 
-Action = Literal[
-    "first_champion", "promoted", "kept", "gated", "manual_promote", "rollback", "moved_in_ui", "already_registered"
-]
+Action = Literal["first_champion", "promoted", "kept", "gated", "manual_promote", "rollback", "moved_in_ui", "already_registered"]
 BASELINE = "ae_l2"
 """The method a model must not fall behind: the plain AE residual OE-SDN is meant to improve on."""
 LABEL_FREE_METRIC = "synthetic_pixel_auroc"

@@ -84,9 +84,13 @@ class CategoryRegistry:
     def candidate(self, version: ModelVersion) -> Candidate:
         tags = version.tags
         try:
-            return Candidate(str(version.version), tags["oesdn.metric"], float(tags["oesdn.metric_value"]), tags["oesdn.test_manifest_hash"])
+            return Candidate(
+                str(version.version), tags["oesdn.metric"], float(tags["oesdn.metric_value"]), tags["oesdn.test_manifest_hash"]
+            )
         except KeyError as missing:
-            raise RegistryError(f"{self.model_name} v{version.version} lacks tag {missing}; was it registered by oesdn?") from None
+            raise RegistryError(
+                f"{self.model_name} v{version.version} lacks tag {missing}; was it registered by oesdn?"
+            ) from None
 
     def decisions(self) -> list[Decision]:
         """Every recorded decision for this category, oldest first."""
@@ -116,7 +120,9 @@ class CategoryRegistry:
             "oesdn.metric_value": f"{info.primary_value:.6f}",
             "oesdn.test_manifest_hash": info.test_manifest_hash,
             "oesdn.image_threshold": f"{info.image_threshold:.8g}",
-            **{f"oesdn.metrics.{m}.{k}": f"{v:.6f}" for m, vals in info.metrics.items() for k, v in vals.items() if v is not None},
+            **{
+                f"oesdn.metrics.{m}.{k}": f"{v:.6f}" for m, vals in info.metrics.items() for k, v in vals.items() if v is not None
+            },
             GATE_TAG: "passed" if gate.passed else f"failed: {gate.summary()}"[:TAG_LIMIT],
             **lineage,
         }

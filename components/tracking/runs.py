@@ -37,7 +37,9 @@ def stage_run(experiment: str, run_name: str, tags: Mapping[str, str], started_m
     import mlflow
 
     experiment_id = mlflow.set_experiment(experiment).experiment_id
-    run = mlflow.MlflowClient().create_run(experiment_id, start_time=started_ms, tags={**tags, "mlflow.runName": run_name}, run_name=run_name)
+    run = mlflow.MlflowClient().create_run(
+        experiment_id, start_time=started_ms, tags={**tags, "mlflow.runName": run_name}, run_name=run_name
+    )
     with mlflow.start_run(run_id=run.info.run_id) as active:
         yield active.info.run_id
 

@@ -19,9 +19,13 @@ def add_parser(commands: Any) -> None:
 
     def common(sub: argparse.ArgumentParser, default_threads: int) -> None:
         sub.add_argument("--settings", type=Path, default=Path("benchmarks/bench.yaml"), help="benchmark settings YAML")
-        sub.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="folder for the CSV/JSON and markdown results")
+        sub.add_argument(
+            "--out", type=Path, default=Path("benchmarks/results"), help="folder for the CSV/JSON and markdown results"
+        )
         sub.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda[:N]")
-        sub.add_argument("--threads", type=int, default=default_threads, help=f"CPU threads for torch (default {default_threads})")
+        sub.add_argument(
+            "--threads", type=int, default=default_threads, help=f"CPU threads for torch (default {default_threads})"
+        )
         sub.add_argument("--smoke", action="store_true", help="CI-sized run: one class and seed, a few hundred images, one epoch")
         sub.set_defaults(handler=run)
 
@@ -30,17 +34,38 @@ def add_parser(commands: Any) -> None:
     oneclass.add_argument("--dataset", choices=DATASETS, required=True)
     oneclass.add_argument("--classes", type=int, nargs="+", help="normal classes to run (default: all ten)")
     oneclass.add_argument("--seeds", type=int, nargs="+", help="seeds (default: oneclass.seeds of the settings)")
-    oneclass.add_argument("--ablation", action="store_true", help="also train the auxiliary-transform variants (ablation.seeds only)")
-    oneclass.add_argument("--cache", type=Path, default=Path("benchmarks/results/runs"), help="per-run results; finished runs are reused")
+    oneclass.add_argument(
+        "--ablation", action="store_true", help="also train the auxiliary-transform variants (ablation.seeds only)"
+    )
+    oneclass.add_argument(
+        "--cache", type=Path, default=Path("benchmarks/results/runs"), help="per-run results; finished runs are reused"
+    )
     oneclass.add_argument("--no-cache", action="store_true", help="re-run every class and seed")
 
     suite = modes.add_parser("devsuite", help="the development suite: the pipeline's own stages on unseen categories, over seeds")
     common(suite, default_threads=1)
-    suite.add_argument("--root", type=Path, default=Path("data/devsuite"), help="MVTec-layout folders: the suite's are built if missing; others (e.g. data/bundled) must exist")
+    suite.add_argument(
+        "--root",
+        type=Path,
+        default=Path("data/devsuite"),
+        help="MVTec-layout folders: the suite's are built if missing; others (e.g. data/bundled) must exist",
+    )
     suite.add_argument("--categories", nargs="+", help="suite categories (default: all)")
     suite.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default 0 1 2)")
-    suite.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="params override, e.g. sdn.lambda_oer=0 (repeatable)")
-    suite.add_argument("--cache", type=Path, default=Path("benchmarks/results/devsuite_runs"), help="per-run workspaces and results; finished runs are reused")
+    suite.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="params override, e.g. sdn.lambda_oer=0 (repeatable)",
+    )
+    suite.add_argument(
+        "--cache",
+        type=Path,
+        default=Path("benchmarks/results/devsuite_runs"),
+        help="per-run workspaces and results; finished runs are reused",
+    )
     suite.add_argument("--no-cache", action="store_true", help="re-run every category and seed")
     suite.add_argument("--name", default="devsuite", help="name of the result files under --out")
 
@@ -48,7 +73,9 @@ def add_parser(commands: Any) -> None:
     common(speed, default_threads=2)
     speed.add_argument("--params", type=Path, help="project params file (default: speed.params of the settings)")
 
-    contention = modes.add_parser("contention", help="SDN step time alone and beside busy processes, per thread count and OpenMP wait policy")
+    contention = modes.add_parser(
+        "contention", help="SDN step time alone and beside busy processes, per thread count and OpenMP wait policy"
+    )
     common(contention, default_threads=1)
     contention.add_argument("--steps", type=int, default=8, help="timed steps per configuration (default 8)")
     contention.add_argument("--busy", type=int, help="competing busy processes (default: one per CPU)")
@@ -101,7 +128,14 @@ def _oneclass(args: argparse.Namespace, settings: Any, device: Any) -> int:
     classes = args.classes if args.classes is not None else ([0] if args.smoke else None)
     cache = None if args.no_cache or args.smoke else args.cache
     records = run_benchmark(
-        data, config, device, classes=classes, seeds=args.seeds, ablation=args.ablation, cache_dir=cache, progress=not args.no_progress
+        data,
+        config,
+        device,
+        classes=classes,
+        seeds=args.seeds,
+        ablation=args.ablation,
+        cache_dir=cache,
+        progress=not args.no_progress,
     )
     csv_path, md_path = write_reports(records, data.description, args.out)
     print(md_path.read_text(encoding="utf-8"))
@@ -125,7 +159,15 @@ def _devsuite(args: argparse.Namespace, device: Any) -> int:
     generate_devsuite(args.root, tuple(c for c in categories if c in CATEGORIES), progress=not args.no_progress)
     overrides = parse_overrides(args.overrides)
     records = run_suite(
-        args.params, args.root, categories, args.seeds, overrides, args.cache, str(device), not args.no_progress, use_cache=not args.no_cache
+        args.params,
+        args.root,
+        categories,
+        args.seeds,
+        overrides,
+        args.cache,
+        str(device),
+        not args.no_progress,
+        use_cache=not args.no_cache,
     )
     title = f"Development suite, {len(categories)} categories" + (f", overrides {args.overrides}" if args.overrides else "")
     markdown = summary_markdown(records, title)

@@ -21,7 +21,9 @@ def add_parser(commands: Any) -> None:
         "the batch. Exit 0 when every readable image was scored, 1 when no image could be read, 2 on bad arguments.",
     )
     predict.add_argument("--model", required=True, help=_MODEL_HELP)
-    predict.add_argument("sources", nargs="+", metavar="IMAGES", help="image file, folder, glob (quote it) or s3://bucket/key-or-prefix")
+    predict.add_argument(
+        "sources", nargs="+", metavar="IMAGES", help="image file, folder, glob (quote it) or s3://bucket/key-or-prefix"
+    )
     predict.add_argument("--out", required=True, type=Path, help="output folder")
     predict.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: 32)")
     predict.add_argument(
@@ -51,7 +53,9 @@ def _fail(command: str, message: object) -> int:
     return 2
 
 
-def _load(args: argparse.Namespace, workdir: Path, device: str, sources: list[str] | None = None):  # -> (ResolvedModel, BundleModel, [Source])
+def _load(
+    args: argparse.Namespace, workdir: Path, device: str, sources: list[str] | None = None
+):  # -> (ResolvedModel, BundleModel, [Source])
     """Resolve the model, then expand the sources (S3 downloads), then load: cheap checks fail first."""
     from components.inference.models import resolve_model
     from components.inference.sources import expand_sources
@@ -110,5 +114,7 @@ def _export(args: argparse.Namespace) -> int:
         out = args.out or Path("exports") / model.info.category
         result = export_onnx(model, resolved, out, args.opset)
     worst = ", ".join(f"{name} {value:.2g}" for name, value in result.max_abs_difference.items())
-    print(f"{resolved.name} (version {resolved.version}): wrote {result.onnx_path} and {result.json_path} (onnxruntime vs torch max |diff|: {worst})")
+    print(
+        f"{resolved.name} (version {resolved.version}): wrote {result.onnx_path} and {result.json_path} (onnxruntime vs torch max |diff|: {worst})"
+    )
     return 0

@@ -40,5 +40,7 @@ def _deploy(args: argparse.Namespace) -> int:
         print(f"oesdn deploy: error: {error}", file=sys.stderr)
         return 2
     print(f"deployed train-category-in-workspace/{args.name} ({deployment_id}) to work pool {args.pool!r}")
-    print(f"next: `prefect worker start --pool {args.pool}` on each machine (with the S3 keys and MLFLOW_TRACKING_URI in its environment)")
+    print(
+        f"next: `prefect worker start --pool {args.pool}` on each machine (with the S3 keys and MLFLOW_TRACKING_URI in its environment)"
+    )
     return 0

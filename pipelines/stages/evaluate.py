@@ -29,8 +29,16 @@ def run(ctx: StageContext) -> None:
     detector = OESDNDetector(ae, sdn, assembly.scoring_settings(params.score, params.loss.ssim_window))
     score = params.score
     evaluation = evaluate_category(
-        category, detector, data, score.image_threshold_quantile, score.pixel_threshold_quantile, score.threshold_rule,
-        params.evaluate.aupro_fpr_limit, params.seed, params.evaluate.batch_size, select_device(ctx.device), ctx.progress,
+        category,
+        detector,
+        data,
+        assembly.image_threshold_rule(score),
+        score.pixel_threshold_quantile,
+        params.evaluate.aupro_fpr_limit,
+        params.seed,
+        params.evaluate.batch_size,
+        select_device(ctx.device),
+        ctx.progress,
     )
     provenance = ctx.provenance(("data", "loss", "ae", "sdn", "score", "evaluate"), dataset["data_hash"])
     stamp = {"Software": "oesdn", "oesdn-provenance": json.dumps(provenance, sort_keys=True)}

@@ -58,7 +58,13 @@ def fit_network(
 
 
 def save_trained(
-    ctx: StageContext, kind: NetworkKind, network: nn.Module, arch: dict[str, Any], result: FitResult, provenance: dict[str, Any], extra: dict[str, Any]
+    ctx: StageContext,
+    kind: NetworkKind,
+    network: nn.Module,
+    arch: dict[str, Any],
+    result: FitResult,
+    provenance: dict[str, Any],
+    extra: dict[str, Any],
 ) -> None:
     """Write the network with its history and provenance, then log the stage."""
     assert ctx.category is not None
@@ -86,5 +92,7 @@ def run_ae(ctx: StageContext) -> None:
     arch = assembly.ae_arch(ctx.params.data.channels, ae)
     objective = AutoencoderObjective(assembly.reconstruction_loss(ctx.params.loss))
     provenance = ctx.provenance(("data", "loss", "ae"), data_hash)
-    network, result = fit_network(ctx, "ae", arch, objective, (to_float(data.train),), (to_float(data.val),), ae, provenance, data_hash, "ae")
+    network, result = fit_network(
+        ctx, "ae", arch, objective, (to_float(data.train),), (to_float(data.val),), ae, provenance, data_hash, "ae"
+    )
     save_trained(ctx, "ae", network, arch, result, provenance, {})

@@ -36,7 +36,16 @@ def run(ctx: StageContext) -> None:
         arch = assembly.sdn_arch(params.data.channels, sdn)
         tag = "sdn" if len(candidates) == 1 else f"sdn-candidate{index}"
         network, result = fit_network(
-            ctx, "sdn", arch, assembly.sdn_objective(params.loss, sdn), (train, train_targets), (val, val_targets), sdn, provenance, data_hash, tag
+            ctx,
+            "sdn",
+            arch,
+            assembly.sdn_objective(params.loss, sdn),
+            (train, train_targets),
+            (val, val_targets),
+            sdn,
+            provenance,
+            data_hash,
+            tag,
         )
         trained[name] = (network, result, arch)
     extra: dict[str, Any] = {}

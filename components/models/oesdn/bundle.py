@@ -88,7 +88,8 @@ class BundleInfo:
             raise ValueError(f"unsupported bundle format {payload.get('format_version')!r}; expected {FORMAT_VERSION}")
         fields = {k: v for k, v in payload.items() if k != "format_version"}
         return cls(
-            **fields | {"preprocessing": Preprocessing(**fields["preprocessing"]), "scoring": ScoringSettings(**fields["scoring"])}
+            **fields
+            | {"preprocessing": Preprocessing(**fields["preprocessing"]), "scoring": ScoringSettings(**fields["scoring"])}
         )
 
 

@@ -16,7 +16,9 @@ class AutoencoderObjective:
     def __init__(self, distance: ReconstructionLoss) -> None:
         self.distance = distance
 
-    def __call__(self, model: nn.Module, batch: Batch, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def __call__(
+        self, model: nn.Module, batch: Batch, generator: torch.Generator
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         (images,) = batch
         return self.distance(model(images), images), {}
 
@@ -36,7 +38,9 @@ class StyleDistillationObjective:
         self.lambda_oer = lambda_oer
         self.aux = aux
 
-    def __call__(self, model: nn.Module, batch: Batch, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def __call__(
+        self, model: nn.Module, batch: Batch, generator: torch.Generator
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         images, ae_outputs = batch
         if self.lambda_oer == 0:
             kd = self.distance(model(images), ae_outputs)

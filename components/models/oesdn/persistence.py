@@ -31,9 +31,7 @@ def build_network(kind: NetworkKind, arch: dict[str, int]) -> nn.Module:
     return _BUILDERS[kind](**arch)
 
 
-def save_network(
-    path: Path, network: nn.Module, kind: NetworkKind, arch: dict[str, int], extra: dict[str, Any]
-) -> None:
+def save_network(path: Path, network: nn.Module, kind: NetworkKind, arch: dict[str, int], extra: dict[str, Any]) -> None:
     state = {k: v.detach().cpu() for k, v in network.state_dict().items()}
     write_bytes_atomic(path, network_bytes({"kind": kind, "arch": arch, "state_dict": state, **extra}))
 
