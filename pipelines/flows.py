@@ -83,7 +83,7 @@ def register_and_promote(project_dir: str, params_path: str, category: str) -> d
         "version": registration.version,
         "created": registration.created,
         "decisions": [decision.summary() for decision in registration.decisions],
-        "register_run_id": registration.register_run_id,
+        "model_run_id": registration.model_run_id,
     }
 
 

@@ -28,7 +28,7 @@ class Registration:
     version: str
     created: bool
     decisions: list = field(default_factory=list)
-    register_run_id: str | None = None
+    model_run_id: str | None = None
 
     def lines(self) -> list[str]:
         head = (
@@ -72,11 +72,11 @@ def register_category(ctx: StageContext) -> Registration:
         if existing is not None:
             return Registration(registry.model_name, str(existing.version), created=False)
         run_id, model_uri = _log_model(ctx, registry.experiment, model)
-        lineage = {"oesdn.register_run": run_id, "oesdn.data_hash": info.data_hash, **_code_tags(info.provenance)}
+        lineage = {"oesdn.model_run": run_id, "oesdn.data_hash": info.data_hash, **_code_tags(info.provenance)}
         version, created = registry.register(model_uri, info, lineage, quality_gate(ctx, info))
         if not created:  # a concurrent registration on a remote server won the compare-and-set
             registry.client.set_tag(run_id, "oesdn.duplicate_of", f"{registry.model_name} v{version.version}")
-            return Registration(registry.model_name, str(version.version), False, register_run_id=run_id)
+            return Registration(registry.model_name, str(version.version), False, model_run_id=run_id)
         margin = ctx.params.registry.promotion_margin
         decisions = registry.apply_policy(version, margin, _rescorer(ctx, registry.model_name, info.primary_metric))
     return Registration(registry.model_name, str(version.version), True, decisions, run_id)
@@ -100,24 +100,37 @@ def _code_tags(provenance: dict) -> dict[str, str]:
 
 
 def _log_model(ctx: StageContext, experiment: str, model) -> tuple[str, str]:
-    """Log the bundle as a pyfunc in a `register` run; returns (run id, model URI)."""
+    """Log the bundle as a pyfunc; returns (run id, model URI).
+
+    Into the evaluate run that measured this AE/SDN pair when there is one, so the version's
+    "Source run" in the MLflow UI is the run with its metrics, plots and evaluation page; else
+    (tracking was off when evaluate ran) into a new `register` run.
+    """
     import mlflow
     import pandas as pd
 
     from components.data.layout import read_manifest
     from components.tracking import pyfunc
-    from components.tracking.lineage import dependency_tags, run_tags
+    from components.tracking.lineage import PAIR_TAG, dependency_tags, run_tags
     from components.tracking.registry import model_metadata, stage_bundle
-    from components.tracking.runs import stage_run
+    from components.tracking.runs import find_stage_run, reopened_run, stage_run
 
     assert ctx.category is not None
     info = model.info
     manifest = read_manifest(ctx.layout.prepared(ctx.category) / "manifest.csv")
     example_path = manifest.loc[manifest["split"] == "test", "path"].iloc[0]
     example = pd.DataFrame({"image": [pyfunc.encode_array(model.decode(example_path))]})
-    deps = [f"models/{ctx.category}/{name}" for name in ("ae.pt", "sdn.pt", "bundle.json")]
-    tags = run_tags(ctx.category, "register", info.provenance, dependency_tags(ctx.layout.root, deps))
-    with stage_run(experiment, f"{ctx.category}/register", tags) as run_id, tempfile.TemporaryDirectory() as tmp:
+    evaluate_run = find_stage_run(experiment, "evaluate", PAIR_TAG, info.pair_id)
+    if evaluate_run is not None:
+        run = reopened_run(evaluate_run)
+    else:
+        deps = [f"models/{ctx.category}/{name}" for name in ("ae.pt", "sdn.pt", "bundle.json")]
+        run = stage_run(
+            experiment,
+            f"{ctx.category}/register",
+            run_tags(ctx.category, "register", info.provenance, dependency_tags(ctx.layout.root, deps)),
+        )
+    with run as run_id, tempfile.TemporaryDirectory() as tmp:
         bundle = stage_bundle(ctx.layout.models(ctx.category), Path(tmp) / pyfunc.BUNDLE_ARTIFACT)
         logged = mlflow.pyfunc.log_model(
             name="model",

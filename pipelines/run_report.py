@@ -27,17 +27,17 @@ def metrics_table(project: Path, category: str) -> str:
     return "\n".join(rows)
 
 
-def mlflow_links(project: Path, model_name: str, register_run_id: str | None) -> list[str]:
+def mlflow_links(project: Path, model_name: str, model_run_id: str | None) -> list[str]:
     """Where to look in MLflow: a clickable run link against a server, a run id for a local store."""
     from components.tracking.store import redact, tracking_uri
 
     uri = tracking_uri(project)
     model = f"models:/{model_name}@champion"
-    if not register_run_id:
+    if not model_run_id:
         return [f"registry: `{model}` in {redact(uri)}"]
     if uri.startswith("http"):
-        return [f"[register run]({redact(uri).rstrip('/')}/#/runs/{register_run_id})", f"registry: `{model}`"]
-    return [f"register run `{register_run_id}` in {redact(uri)}", f"registry: `{model}`"]
+        return [f"[run with the model]({redact(uri).rstrip('/')}/#/runs/{model_run_id})", f"registry: `{model}`"]
+    return [f"run with the model `{model_run_id}` in {redact(uri)}", f"registry: `{model}`"]
 
 
 def category_markdown(project: Path, category: str, result: dict[str, Any]) -> str:
@@ -58,7 +58,7 @@ def category_markdown(project: Path, category: str, result: dict[str, Any]) -> s
         *(f"- {d}" for d in decisions),
         "",
         "## MLflow",
-        *(f"- {link}" for link in mlflow_links(project, registration["model_name"], registration.get("register_run_id"))),
+        *(f"- {link}" for link in mlflow_links(project, registration["model_name"], registration.get("model_run_id"))),
     ]
     return "\n".join(lines)
 

@@ -20,6 +20,7 @@ def track_stage(
     artifacts: dict[Path, str],
     history: list[dict[str, float]] | None = None,
     metrics: dict[str, dict[str, float | None]] | None = None,
+    extra_tags: dict[str, str] | None = None,
 ) -> str | None:
     """Log one stage execution as a run in the category's experiment; returns its run id."""
     if not ctx.params.tracking.enabled:
@@ -30,7 +31,7 @@ def track_stage(
     from components.tracking.store import configure
 
     configure(ctx.layout.root, ctx.params.tracking)
-    tags = run_tags(ctx.category, stage, provenance, dependency_tags(ctx.layout.root, dependencies))
+    tags = run_tags(ctx.category, stage, provenance, dependency_tags(ctx.layout.root, dependencies)) | (extra_tags or {})
     experiment = runs.experiment_name(ctx.params.tracking.experiment_prefix, ctx.category)
     with runs.stage_run(experiment, f"{ctx.category}/{stage}", tags, ctx.started_ms) as run_id:
         runs.log_params(provenance["params"])

@@ -106,7 +106,12 @@ def test_register_is_idempotent_and_the_first_version_becomes_champion(project: 
     version = client.get_model_version(MODEL, "1")
     assert set(version.aliases) == {"champion", "challenger"}
     assert version.tags["oesdn.metric"] == "pixel_auroc"
-    assert "oesdn.metrics.ae_l2.image_auroc" in version.tags
+    assert json.loads(version.tags["oesdn.metrics"])["ae_l2"]["image_auroc"] > 0
+    assert len(version.tags) <= 13, sorted(version.tags)  # a few tags; every metric is on the run
+    run = client.get_run(version.run_id)  # the UI's "Source run"
+    assert run.data.tags["oesdn.stage"] == "evaluate" and run.data.tags["oesdn.pair_id"] == version.tags["oesdn.pair_id"]
+    assert "oe_sdn.image_auroc" in run.data.metrics and run.info.status == "FINISHED"
+    assert run.info.end_time - run.info.start_time < 120_000, "logging the model later leaves the run's duration alone"
 
 
 def test_pyfunc_scores_equal_the_evaluate_stage(project: Path) -> None:

@@ -7,6 +7,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+PAIR_TAG = "oesdn.pair_id"
+"""The AE/SDN pair (weights, preprocessing, scoring, threshold): on the evaluate run that measured it
+and on the model version that ships it, which links the two."""
 PIPELINE_RUN_ENV = "OESDN_PIPELINE_RUN"
 """Set by an orchestrator (the Prefect flow) so every stage run of one execution shares a tag."""
 

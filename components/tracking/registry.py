@@ -16,6 +16,7 @@ a call that finds a lower twin after creating its version deletes its own (a com
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
@@ -30,11 +31,11 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from components.models.oesdn.bundle import BUNDLE_FILE, NETWORK_FILES, BundleInfo
+from components.tracking.lineage import PAIR_TAG
 from components.tracking.promotion import Candidate, Decision, GateVerdict, current_user, decide
 from components.tracking.runs import stage_run
 
 CHAMPION, CHALLENGER = "champion", "challenger"
-PAIR_TAG = "oesdn.pair_id"
 POLICY_CHAMPION_TAG = "oesdn.champion_set_by_oesdn"
 """The version oesdn last made champion; a different @champion means a person moved it."""
 DECISION_TAG = "oesdn.decision"
@@ -43,6 +44,9 @@ GATE_TAG = "oesdn.quality_gate"
 GATE_OVERRIDE_TAG = "oesdn.quality_gate_override"
 LOG_ARTIFACT = "promotion_log.jsonl"
 TAG_LIMIT = 5000
+METRICS_TAG = "oesdn.metrics"
+"""One compact tag with the headline figures per method; every metric is on the evaluate run."""
+HEADLINE_METRICS = ("image_auroc", "pixel_auroc", "false_alarm_rate", "recall")
 """MLflow's longest tag value."""
 LOCK_WAIT_S = 300.0
 """How long `oesdn register` waits for a concurrent registration of the same model to finish."""
@@ -120,9 +124,7 @@ class CategoryRegistry:
             "oesdn.metric_value": f"{info.primary_value:.6f}",
             "oesdn.test_manifest_hash": info.test_manifest_hash,
             "oesdn.image_threshold": f"{info.image_threshold:.8g}",
-            **{
-                f"oesdn.metrics.{m}.{k}": f"{v:.6f}" for m, vals in info.metrics.items() for k, v in vals.items() if v is not None
-            },
+            METRICS_TAG: compact_metrics(info.metrics),
             GATE_TAG: "passed" if gate.passed else f"failed: {gate.summary()}"[:TAG_LIMIT],
             **lineage,
         }
@@ -355,6 +357,17 @@ def registration_lock(registry_uri: str, model_name: str, wait_s: float = LOCK_W
 
 def _metrics(*candidates: Candidate | None) -> dict[str, dict[str, float | str]]:
     return {c.version: {"metric": c.metric, "value": c.value} for c in candidates if c is not None}
+
+
+def compact_metrics(metrics: dict[str, dict[str, float | None]]) -> str:
+    """`{"oe_sdn": {"image_auroc": 0.801, ...}, ...}` with the headline figures, four decimals."""
+    return json.dumps(
+        {
+            method: {k: round(v, 4) for k in HEADLINE_METRICS if (v := values.get(k)) is not None}
+            for method, values in metrics.items()
+        },
+        separators=(",", ":"),
+    )
 
 
 def stage_bundle(source: Path, target: Path) -> Path:

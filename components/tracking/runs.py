@@ -44,6 +44,38 @@ def stage_run(experiment: str, run_name: str, tags: Mapping[str, str], started_m
         yield active.info.run_id
 
 
+def find_stage_run(experiment: str, stage: str, tag: str, value: str) -> str | None:
+    """The newest `stage` run of `experiment` tagged `tag` = `value`, or None."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return None
+    runs = client.search_runs(
+        [found.experiment_id],
+        f"tags.`oesdn.stage` = '{stage}' and tags.`{tag}` = '{value}'",
+        max_results=1,
+        order_by=["attributes.start_time DESC"],
+    )
+    return runs[0].info.run_id if runs else None
+
+
+@contextlib.contextmanager
+def reopened_run(run_id: str) -> Iterator[str]:
+    """Log more into a finished run, then give it back its status and end time, so its duration in
+    the UI stays the stage's own."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    info = client.get_run(run_id).info
+    try:
+        with mlflow.start_run(run_id=run_id):
+            yield run_id
+    finally:
+        client.set_terminated(run_id, status=info.status, end_time=info.end_time)
+
+
 def log_params(params: Mapping[str, Any]) -> None:
     import mlflow
 

@@ -14,6 +14,7 @@ from components.models.oesdn.bundle import Preprocessing, write_bundle_info
 from components.models.oesdn.detector import OESDNDetector
 from components.models.oesdn.persistence import load_network
 from components.runtime import seed_everything, select_device
+from components.tracking.lineage import PAIR_TAG
 from pipelines.context import StageContext
 from pipelines.stage_logging import track_stage
 
@@ -55,4 +56,5 @@ def run(ctx: StageContext) -> None:
     print("\n".join(metrics_lines(category, evaluation.metrics, data.masks_available)))
     upstream = [layout.prepared(category), layout.network(category, "ae"), layout.network(category, "sdn")]
     outputs = {**artifacts, layout.evaluation(category): "", models_dir / "bundle.json": ""}
-    track_stage(ctx, "evaluate", provenance, [layout.relative(p) for p in upstream], outputs, metrics=evaluation.metrics)
+    deps = [layout.relative(p) for p in upstream]
+    track_stage(ctx, "evaluate", provenance, deps, outputs, metrics=evaluation.metrics, extra_tags={PAIR_TAG: info.pair_id})
