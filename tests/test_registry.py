@@ -98,8 +98,12 @@ def champion(client: MlflowClient) -> str:
 
 
 def test_register_is_idempotent_and_the_first_version_becomes_champion(project: Path, client: MlflowClient) -> None:
-    first = oesdn("register", "--category", "brick", cwd=project).stdout
+    registered = oesdn("register", "--category", "brick", cwd=project)
+    first = registered.stdout
     assert "registered version 1" in first and "first_champion" in first
+    console = registered.stdout + registered.stderr
+    for noise in ("Registered model", "Created version", "Downloading artifacts", "INFO mlflow"):
+        assert noise not in console, f"MLflow's own console line {noise!r} is filtered"
     again = oesdn("register", "--category", "brick", cwd=project).stdout
     assert "already version 1" in again
     assert [str(v.version) for v in client.search_model_versions(f"name='{MODEL}'")] == ["1"]

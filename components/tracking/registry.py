@@ -16,6 +16,7 @@ a call that finds a lower twin after creating its version deletes its own (a com
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import shutil
@@ -128,7 +129,8 @@ class CategoryRegistry:
             GATE_TAG: "passed" if gate.passed else f"failed: {gate.summary()}"[:TAG_LIMIT],
             **lineage,
         }
-        version = mlflow.register_model(model_uri, self.model_name, tags=tags)
+        with contextlib.redirect_stderr(io.StringIO()):  # "Registered model ... already exists", "Created version ..."
+            version = mlflow.register_model(model_uri, self.model_name, tags=tags)
         first = self.version_with_pair(info.pair_id)
         if first is not None and str(first.version) != str(version.version):
             self.client.delete_model_version(self.model_name, str(version.version))

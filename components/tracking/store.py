@@ -54,11 +54,26 @@ def bound_http_calls(tracking: TrackingConfig | None = None) -> None:
             os.environ[name] = str(value)
 
 
+def quiet_console() -> None:
+    """MLflow's INFO lines and artifact progress bars off the console; its warnings and errors stay.
+
+    A pipeline log should hold the stages' own lines; "Validating input example", database set-up
+    and one bar per artifact download drown them. The user can set the variables to bring them back.
+    """
+    import logging
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    level = os.environ.get("MLFLOW_LOGGING_LEVEL", "WARNING")
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(level)
+
+
 def configure(project_root: Path, tracking: TrackingConfig | None = None) -> str:
     """Point the mlflow client at this project's store, with bounded HTTP calls; returns the URI it uses."""
     import mlflow
 
     bound_http_calls(tracking)
+    quiet_console()
     uri = tracking_uri(project_root)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
