@@ -13,12 +13,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from torch import nn
 
-    from components.config import AEConfig, LossConfig, OptimConfig, ScoreConfig, SDNConfig
+    from components.config import AEConfig, LossConfig, OptimConfig, ScoreConfig, SDNConfig, StorageConfig
     from components.evaluation import ImageThresholdRule
     from components.models.oesdn.losses import ReconstructionLoss
     from components.models.oesdn.objectives import StyleDistillationObjective
     from components.models.oesdn.outlier_exposure import AuxSettings
     from components.scoring import ScoringSettings
+    from components.storage.settings import S3Settings
     from components.training import FitSettings
 
 
@@ -89,6 +90,20 @@ def fit_settings(
         param_prefix=param_prefix,
         progress=progress,
         min_steps=optim.min_steps,
+    )
+
+
+def s3_settings(storage: StorageConfig) -> S3Settings:
+    """The environment's S3 endpoint and keys, with the `storage` section's time bounds."""
+    import dataclasses
+
+    from components.storage.settings import S3Settings
+
+    return dataclasses.replace(
+        S3Settings.from_env(),
+        connect_timeout=storage.connect_timeout_seconds,
+        read_timeout=storage.read_timeout_seconds,
+        max_attempts=storage.max_attempts,
     )
 
 

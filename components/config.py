@@ -172,6 +172,16 @@ class EvaluateConfig(_Section):
     batch_size: int = Field(ge=1, le=4096)
 
 
+class StorageConfig(_Section):
+    """Bounds on S3 calls (`data.root: s3://...`); the endpoint and keys come from the environment."""
+
+    connect_timeout_seconds: float = Field(default=5.0, gt=0.0, le=300.0, description="timeout to open a connection to S3")
+    read_timeout_seconds: float = Field(
+        default=20.0, gt=0.0, le=3600.0, description="timeout of one socket read, not of a transfer"
+    )
+    max_attempts: int = Field(default=3, ge=1, le=20, description="attempts in all per call (botocore's standard retry mode)")
+
+
 class TrackingConfig(_Section):
     enabled: bool = Field(default=True, description="log training and evaluation stages to MLflow")
     experiment_prefix: str = Field(default="oesdn-", pattern=r"^[A-Za-z0-9_.\-/ ]*$")
@@ -232,6 +242,7 @@ class Params(_Section):
     sdn: SDNConfig
     score: ScoreConfig
     evaluate: EvaluateConfig
+    storage: StorageConfig = StorageConfig()
     tracking: TrackingConfig = TrackingConfig()
     registry: RegistryConfig = RegistryConfig()
     orchestration: OrchestrationConfig = OrchestrationConfig()

@@ -32,6 +32,34 @@ SHELLS = frozenset({"sh", "dash", "bash", "zsh", "ksh", "mksh", "fish"})
 """Shells DVC may run a stage's `cmd` with (`$SHELL -c cmd`, else `/bin/sh -c cmd`)."""
 
 
+_LAUNCHER = (
+    "import ctypes, os, sys\n"
+    "ctypes.CDLL(None).prctl(1, int(sys.argv[1]), 0, 0, 0)  # PR_SET_PDEATHSIG; execve keeps it\n"
+    "if os.getppid() != int(sys.argv[2]):\n"
+    "    sys.exit(128 + int(sys.argv[1]))  # the parent died before the prctl\n"
+    "os.execvp(sys.argv[3], sys.argv[3:])\n"
+)
+
+
+def with_parent_death(command: list[str], sig: signal.Signals = signal.SIGTERM) -> list[str]:
+    """`command`, started so that Linux sends it `sig` when the process starting it exits.
+
+    For children whose code is not ours (dvc, Prefect's server). A `preexec_fn` would do the same
+    without the extra exec, but is unsafe in a process with threads, as `oesdn run` is. Elsewhere
+    than Linux the command is returned as it is.
+    """
+    if not sys.platform.startswith("linux"):
+        return command
+    return [sys.executable, "-c", _LAUNCHER, str(int(sig)), str(os.getpid()), *command]
+
+
+def _parent_death_signal(sig: signal.Signals) -> bool:
+    try:
+        return int(ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
 def die_with_parent(sig: signal.Signals = signal.SIGTERM) -> bool:
     """Have `sig` sent to this process when whoever started it exits; False where unsupported.
 
@@ -44,11 +72,7 @@ def die_with_parent(sig: signal.Signals = signal.SIGTERM) -> bool:
     if not sys.platform.startswith("linux"):
         return False
     parent = os.getppid()
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) != 0:
-            return False
-    except (OSError, AttributeError):
+    if not _parent_death_signal(sig):
         return False
     if os.getppid() != parent:
         os.kill(os.getpid(), sig)

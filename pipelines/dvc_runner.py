@@ -29,6 +29,8 @@ from pathlib import Path
 import yaml
 from filelock import FileLock
 
+from components.processes import with_parent_death
+
 TRANSIENT_MARKERS = (
     "Connection refused",
     "ConnectionError",
@@ -162,7 +164,7 @@ def run_dvc(
     lines: list[str] = []
     with contextlib.nullcontext() if locked else workspace_lock(root):
         process = subprocess.Popen(
-            [dvc_executable(), *args],
+            with_parent_death([dvc_executable(), *args]),  # a SIGKILLed oesdn takes dvc (then its stage) with it
             cwd=root,
             env=dvc_env(),
             stdout=subprocess.PIPE,

@@ -296,13 +296,15 @@ def default_cache() -> Path:
     return Path(base) / "oesdn" / "datasets"
 
 
-def resolve_data_root(root: str, category: str, progress: bool = True, cache: Path | None = None) -> Path:
+def resolve_data_root(
+    root: str, category: str, progress: bool = True, cache: Path | None = None, settings: S3Settings | None = None
+) -> Path:
     """A local folder holding `<category>/`: `root` itself, or for `s3://bucket/prefix` a synced cache."""
     if not root.startswith("s3://"):
         return Path(root)
     bucket, prefix = parse_s3_uri(root)
     local_root = (cache or default_cache()) / bucket / prefix
     source = f"s3://{bucket}/{prefix}/{category}" if prefix else f"s3://{bucket}/{category}"
-    report = sync_prefix(source, local_root / category, progress=progress)
+    report = sync_prefix(source, local_root / category, settings=settings, progress=progress)
     print(report.summary())
     return local_root

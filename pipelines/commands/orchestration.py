@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -47,15 +48,25 @@ def _run(args: argparse.Namespace) -> int:
         print(f"oesdn run: error: {error}", file=sys.stderr)
         return 1
     _local_prefect_state(project)
-    exit_on_signals()  # `kill` runs the clean-up below and Prefect's, which stops its temporary server
+    exit_on_signals()  # `kill` and Ctrl-C run the clean-up below: dvc, its trainer and the Prefect server stop
     from pipelines import dvc_runner
-    from pipelines.flows import train_all
+    from pipelines.prefect_server import PrefectServerError, private_server
 
     try:
-        state = train_all(args.category, str(project), str(args.params), return_state=True)
-    finally:
-        dvc_runner.terminate_running()  # an interrupted run leaves no dvc or trainer behind
-    return _report(project, state, args.params)
+        with private_server(Path(os.environ["PREFECT_HOME"])):
+            from pipelines.flows import train_all  # Prefect reads PREFECT_API_URL when it loads
+
+            try:
+                state = train_all(args.category, str(project), str(args.params), return_state=True)
+            finally:
+                dvc_runner.terminate_running()  # an interrupted run leaves no dvc or trainer behind
+            return _report(project, state, args.params)  # while the server still takes what it logs
+    except PrefectServerError as error:
+        print(f"oesdn run: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # Ctrl-C: everything above is stopped; a traceback would only hide that
+        print("oesdn run: interrupted; dvc, its stage and the Prefect server are stopped", file=sys.stderr)
+        return 128 + signal.SIGINT
 
 
 def _report(project: Path, state: Any, params_path: Path) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from components import assembly
 from components.data.layout import build_manifest, manifest_hash, write_manifest
 from components.data.prepared import DATASET_RECORD, prepare_arrays, save_prepared
 from components.io import write_json_atomic
@@ -15,7 +16,8 @@ def run(ctx: StageContext) -> None:
     assert ctx.category is not None
     data = ctx.params.data
     out_dir = ctx.layout.prepared(ctx.category)
-    root = resolve_data_root(data.root, ctx.category, progress=ctx.progress)  # s3://... -> a verified local copy
+    s3 = assembly.s3_settings(ctx.params.storage) if data.root.startswith("s3://") else None
+    root = resolve_data_root(data.root, ctx.category, progress=ctx.progress, settings=s3)  # s3://... -> a verified local copy
     if not root.exists() and root.resolve() == ctx.layout.bundled_data.resolve():
         raise FileNotFoundError(f"the bundled dataset {root} is not built yet; run `oesdn generate` (or `dvc repro`)")
     manifest = build_manifest(root, ctx.category, val_fraction=data.val_fraction, seed=ctx.params.seed)
