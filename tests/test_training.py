@@ -113,3 +113,16 @@ def test_early_stopping_keeps_the_best_epoch(tmp_path: Path) -> None:
     result = fit(model, OBJECTIVE, train, val, _settings(tmp_path, epochs=40, patience=1, learning_rate=0.5), CPU)
     assert len(result.history) < 40
     assert result.best_val_loss == min(h["val_loss"] for h in result.history)
+
+
+def test_seeding_asks_torch_for_deterministic_kernels_warning_where_none_exist() -> None:
+    import torch
+
+    from components.runtime import seed_everything
+
+    before = torch.get_deterministic_debug_mode()
+    try:
+        seed_everything(0)
+        assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+    finally:
+        torch.set_deterministic_debug_mode(before)
