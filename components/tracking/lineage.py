@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from components.models.oesdn.bundle import BundleInfo
 
 PAIR_TAG = "oesdn.pair_id"
 """The AE/SDN pair (weights, preprocessing, scoring, threshold): on the evaluate run that measured it
@@ -50,3 +53,14 @@ def run_tags(category: str, stage: str, provenance: Mapping[str, Any], dependenc
         **dependencies,
     }
     return tags
+
+
+def version_lineage_tags(model_run_id: str, info: BundleInfo) -> dict[str, str]:
+    """The lineage a model version carries: the run holding its model, its data and its code."""
+    code = info.provenance.get("code_version", {})
+    return {
+        "oesdn.model_run": model_run_id,
+        "oesdn.data_hash": info.data_hash,
+        "mlflow.source.git.commit": str(code.get("git_commit", "unknown")),
+        "oesdn.source_sha256": str(code.get("source_sha256", "")),
+    }

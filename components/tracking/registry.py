@@ -45,10 +45,10 @@ GATE_TAG = "oesdn.quality_gate"
 GATE_OVERRIDE_TAG = "oesdn.quality_gate_override"
 LOG_ARTIFACT = "promotion_log.jsonl"
 TAG_LIMIT = 5000
+"""MLflow's longest tag value."""
 METRICS_TAG = "oesdn.metrics"
 """One compact tag with the headline figures per method; every metric is on the evaluate run."""
 HEADLINE_METRICS = ("image_auroc", "pixel_auroc", "false_alarm_rate", "recall")
-"""MLflow's longest tag value."""
 LOCK_WAIT_S = 300.0
 """How long `oesdn register` waits for a concurrent registration of the same model to finish."""
 
@@ -67,6 +67,21 @@ class CategoryRegistry:
     category: str
     model_name: str
     experiment: str
+
+    @classmethod
+    def connect(cls, category: str, model_name: str, experiment: str) -> CategoryRegistry:
+        """The registry at the tracking location `store.configure` set."""
+        return cls(MlflowClient(), category, model_name, experiment)
+
+    def registration_lock(self) -> contextlib.AbstractContextManager[None]:
+        """`registration_lock` on this model in the current registry."""
+        import mlflow
+
+        return registration_lock(mlflow.get_registry_uri(), self.model_name)
+
+    def mark_duplicate_run(self, run_id: str, version: ModelVersion) -> None:
+        """Tag a run whose model lost the compare-and-set to `version`, which holds the same pair."""
+        self.client.set_tag(run_id, "oesdn.duplicate_of", f"{self.model_name} v{version.version}")
 
     # --- reading ---------------------------------------------------------------------------
     def version_by_alias(self, alias: str) -> ModelVersion | None:
