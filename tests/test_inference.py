@@ -221,3 +221,13 @@ def test_s3_access_denied_and_missing_objects_name_the_object(tmp_path: Path) ->
         )
         with pytest.raises(SourceError, match=r"s3://line/cam1/0002\.png not found"):
             _expand_s3("s3://line/cam1/0002.png", tmp_path, client)
+
+
+def test_a_registry_uri_without_version_or_unknown_model_is_a_clear_error(tmp_path: Path) -> None:
+    from components.inference.models import ModelSourceError, resolve_model
+
+    with pytest.raises(ModelSourceError, match="names no version"):
+        resolve_model("models:/oesdn-brick", tmp_path, tmp_path / "download")
+    with pytest.raises(ModelSourceError, match=r"cannot load 'models:/oesdn-nothing@champion' from the registry at sqlite"):
+        resolve_model("models:/oesdn-nothing@champion", tmp_path, tmp_path / "download")
+    assert not (tmp_path / "download").exists()

@@ -42,27 +42,16 @@ def resolve_model(spec: str, project_root: Path, download_to: Path) -> ResolvedM
 
 
 def _from_registry(uri: str, project_root: Path, download_to: Path) -> ResolvedModel:
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    from components.tracking.registry import RegistryError, download_bundle
+    from components.tracking.registry import RegistryError, fetch_registered_bundle
     from components.tracking.store import configure, redact
 
-    store = redact(configure(project_root))
     reference = uri.removeprefix("models:/")
-    client = MlflowClient()
+    if "@" not in reference and "/" not in reference:
+        raise ModelSourceError(f"model URI {uri!r} names no version: use models:/<name>@<alias> or models:/<name>/<version>")
+    store = redact(configure(project_root))
     try:
-        if "@" in reference:
-            name, alias = reference.split("@", 1)
-            version = client.get_model_version_by_alias(name, alias)
-        elif "/" in reference:
-            name, number = reference.rsplit("/", 1)
-            version = client.get_model_version(name, number)
-        else:
-            raise ModelSourceError(f"model URI {uri!r} names no version: use models:/<name>@<alias> or models:/<name>/<version>")
-        # Download the exact version found, so name/version in the CSV describe the weights used.
-        bundle = download_bundle(f"models:/{version.name}/{version.version}", download_to)
-    except (MlflowException, RegistryError) as error:
+        bundle, name, version = fetch_registered_bundle(uri, download_to)
+    except RegistryError as error:
         hint = "" if os.environ.get("MLFLOW_TRACKING_URI") else " (set MLFLOW_TRACKING_URI to use another store)"
         raise ModelSourceError(f"cannot load {uri!r} from the registry at {store}{hint}: {error}") from error
-    return ResolvedModel(bundle, version.name, str(version.version), uri)
+    return ResolvedModel(bundle, name, version, uri)

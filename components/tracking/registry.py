@@ -395,6 +395,27 @@ def stage_bundle(source: Path, target: Path) -> Path:
     return target
 
 
+def fetch_registered_bundle(uri: str, destination: Path) -> tuple[Path, str, str]:
+    """Download the bundle `models:/<name>@<alias>` or `models:/<name>/<N>` names: (folder, name, version).
+
+    The exact version found is downloaded, so the name and version returned describe the weights.
+    Any registry failure is a RegistryError.
+    """
+    reference = uri.removeprefix("models:/")
+    client = MlflowClient()
+    try:
+        if "@" in reference:
+            name, alias = reference.split("@", 1)
+            version = client.get_model_version_by_alias(name, alias)
+        else:
+            name, number = reference.rsplit("/", 1)
+            version = client.get_model_version(name, number)
+        bundle = download_bundle(f"models:/{version.name}/{version.version}", destination)
+    except MlflowException as error:
+        raise RegistryError(str(error)) from error
+    return bundle, version.name, str(version.version)
+
+
 def download_bundle(model_uri: str, destination: Path | None = None) -> Path:
     """Fetch a registered model's bundle folder (e.g. `models:/oesdn-brick@champion`) locally."""
     import mlflow
