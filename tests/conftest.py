@@ -6,6 +6,7 @@ import copy
 import os
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -47,11 +48,19 @@ the same pytest process would inherit a previous test's store unless they are cl
 
 @pytest.fixture(scope="module", autouse=True)
 def _isolated_mlflow_per_module() -> Iterator[None]:
-    """Module-scoped project fixtures start from no MLflow location (set up before function fixtures)."""
-    for name in MLFLOW_LOCATION_VARIABLES:
-        os.environ.pop(name, None)
+    """Module-scoped project fixtures start from no MLflow location (set up before function fixtures):
+    neither the variables nor the in-process URIs an earlier module's `store.configure` set."""
+    _forget_mlflow_locations()
     yield
-    for name in MLFLOW_LOCATION_VARIABLES:
+    _forget_mlflow_locations()
+
+
+def _forget_mlflow_locations() -> None:
+    if "mlflow" in sys.modules:  # else nothing in this process has set a location yet
+        mlflow = sys.modules["mlflow"]
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
+    for name in MLFLOW_LOCATION_VARIABLES:  # after: set_registry_uri(None) leaves its variable set
         os.environ.pop(name, None)
 
 
