@@ -141,12 +141,10 @@ def share_cpus(threads: int = 0) -> None:
 
 def exit_on_signals() -> None:
     """First SIGTERM or SIGINT: SystemExit or KeyboardInterrupt in the main thread, so `finally`
-    blocks and atexit handlers stop child processes (dvc, Prefect's temporary server). A second:
-    stop every descendant and exit at once.
+    blocks and atexit handlers stop child processes (dvc, the Prefect server `oesdn run` started).
+    A second: stop every descendant and exit at once, for a clean-up that itself hangs.
 
-    Python's default for SIGTERM ends the process without any clean-up. The second signal matters
-    after Ctrl-C, which also stops Prefect's temporary server: Prefect then retries reporting the
-    crash to it for minutes.
+    Python's default for SIGTERM ends the process without any clean-up.
     """
     received: list[int] = []
 

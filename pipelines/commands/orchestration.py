@@ -31,7 +31,7 @@ def add_parser(commands: Any) -> None:
 
 
 def _local_prefect_state(project: Path) -> None:
-    """Prefect's temporary server keeps its database in the project, never phoning home."""
+    """The Prefect server `oesdn run` starts keeps its database in the project, never phoning home."""
     os.environ.setdefault("PREFECT_HOME", str(project / ".prefect"))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
@@ -42,7 +42,7 @@ def _run(args: argparse.Namespace) -> int:
     from components.tracking.store import TrackingUnreachableError, check_reachable
 
     project = Path.cwd()
-    try:  # before Prefect starts its temporary server: a server that is down ends the run in seconds
+    try:  # before the Prefect server starts: an MLflow server that is down ends the run in seconds
         check_reachable(project, load_params(args.params).tracking)
     except TrackingUnreachableError as error:
         print(f"oesdn run: error: {error}", file=sys.stderr)
