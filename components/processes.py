@@ -34,7 +34,7 @@ SHELLS = frozenset({"sh", "dash", "bash", "zsh", "ksh", "mksh", "fish"})
 
 _LAUNCHER = (
     "import ctypes, os, sys\n"
-    "ctypes.CDLL(None).prctl(1, int(sys.argv[1]), 0, 0, 0)  # PR_SET_PDEATHSIG; execve keeps it\n"
+    f"ctypes.CDLL(None).prctl({PR_SET_PDEATHSIG}, int(sys.argv[1]), 0, 0, 0)  # execve keeps it\n"
     "if os.getppid() != int(sys.argv[2]):\n"
     "    sys.exit(128 + int(sys.argv[1]))  # the parent died before the prctl\n"
     "os.execvp(sys.argv[3], sys.argv[3:])\n"

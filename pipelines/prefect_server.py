@@ -22,8 +22,6 @@ from pathlib import Path
 
 STARTUP_TIMEOUT_S = 180.0
 """A first start migrates a fresh database: about 10 s on two idle cores, minutes on a busy CI machine."""
-
-
 DRAIN_TIMEOUT_S = 10.0
 """How long the last logs and events may take to reach the server before it is stopped."""
 

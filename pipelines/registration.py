@@ -95,10 +95,14 @@ def _log_model(ctx: StageContext, experiment: str, model: BundleModel) -> tuple[
     assert ctx.category is not None
     manifest = read_manifest(ctx.layout.prepared(ctx.category) / "manifest.csv")
     example = manifest.loc[manifest["split"] == "test", "path"].iloc[0]
-    deps = [f"models/{ctx.category}/{name}" for name in ("ae.pt", "sdn.pt", "bundle.json")]
-    tags = run_tags(ctx.category, "register", model.info.provenance, dependency_tags(ctx.layout.root, deps))
-    bundle_dir = ctx.layout.models(ctx.category)
-    return log_pair_model(experiment, model, bundle_dir, Path(example), f"{ctx.category}/register", tags)
+    category = ctx.category
+    deps = [f"models/{category}/{name}" for name in ("ae.pt", "sdn.pt", "bundle.json")]
+
+    def register_run_tags() -> dict[str, str]:
+        return run_tags(category, "register", model.info.provenance, dependency_tags(ctx.layout.root, deps))
+
+    bundle_dir = ctx.layout.models(category)
+    return log_pair_model(experiment, model, bundle_dir, Path(example), f"{category}/register", register_run_tags)
 
 
 def _rescorer(ctx: StageContext, model_name: str, metric: str):

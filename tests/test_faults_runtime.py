@@ -319,15 +319,22 @@ def test_mlflow_client_calls_are_bounded_by_the_params(
     assert seconds < 120
 
 
-def test_prepare_with_s3_down_fails_naming_the_endpoint(plain_folder: Path) -> None:
-    params = yaml.safe_load((plain_folder / "params.yaml").read_text())
+def _prepare_from_s3(
+    folder: Path, endpoint: str, storage: dict[str, float] | None = None
+) -> tuple[subprocess.CompletedProcess[str], float]:
+    """`oesdn prepare` with `data.root` on S3 at `endpoint` (and `storage` bounds, if given), timed."""
+    params = yaml.safe_load((folder / "params.yaml").read_text())
     params["data"]["root"] = "s3://factory/images"
-    write_params(plain_folder / "params.yaml", params)
-    endpoint = f"http://127.0.0.1:{_free_port()}"
+    if storage is not None:
+        params["storage"] = storage
+    write_params(folder / "params.yaml", params)
     credentials = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test-secret", "AWS_EC2_METADATA_DISABLED": "true"}
-    result, seconds = _timed_oesdn(
-        ["prepare", "--category", "brick"], plain_folder, OESDN_S3_ENDPOINT_URL=endpoint, **credentials
-    )
+    return _timed_oesdn(["prepare", "--category", "brick"], folder, OESDN_S3_ENDPOINT_URL=endpoint, **credentials)
+
+
+def test_prepare_with_s3_down_fails_naming_the_endpoint(plain_folder: Path) -> None:
+    endpoint = f"http://127.0.0.1:{_free_port()}"
+    result, seconds = _prepare_from_s3(plain_folder, endpoint)
     print(f"oesdn prepare, S3 down (connection refused), default S3 settings: failed after {seconds:.1f} s")
     assert result.returncode == 2 and endpoint in result.stderr and "test-secret" not in result.stderr + result.stdout
     assert not (plain_folder / "data").exists()
@@ -336,18 +343,12 @@ def test_prepare_with_s3_down_fails_naming_the_endpoint(plain_folder: Path) -> N
 
 def test_prepare_with_s3_hung_fails_within_the_storage_bounds_in_params(plain_folder: Path) -> None:
     """An endpoint that accepts connections and never answers: `storage.*` in params.yaml bounds the wait."""
-    params = yaml.safe_load((plain_folder / "params.yaml").read_text())
-    params["data"]["root"] = "s3://factory/images"
-    params["storage"] = {"connect_timeout_seconds": 1, "read_timeout_seconds": 1, "max_attempts": 2}
-    write_params(plain_folder / "params.yaml", params)
     with socket.socket() as hung:
         hung.bind(("127.0.0.1", 0))
         hung.listen(16)  # the kernel completes the handshakes; nobody ever reads or answers
         endpoint = f"http://127.0.0.1:{hung.getsockname()[1]}"
-        credentials = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test-secret", "AWS_EC2_METADATA_DISABLED": "true"}
-        result, seconds = _timed_oesdn(
-            ["prepare", "--category", "brick"], plain_folder, OESDN_S3_ENDPOINT_URL=endpoint, **credentials
-        )
+        bounds = {"connect_timeout_seconds": 1, "read_timeout_seconds": 1, "max_attempts": 2}
+        result, seconds = _prepare_from_s3(plain_folder, endpoint, bounds)
     print(f"oesdn prepare, S3 hung, storage: 1 s read timeout x 2 attempts: failed after {seconds:.1f} s")
     assert result.returncode == 2 and endpoint in result.stderr and "test-secret" not in result.stderr + result.stdout
     assert seconds < 30, "the default bounds (20 s x 3 attempts) would take about a minute"

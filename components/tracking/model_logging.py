@@ -8,6 +8,7 @@ plots and evaluation page; only when tracking was off at evaluate time does the 
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -32,17 +33,21 @@ def log_pair_model(
     bundle_dir: Path,
     example_image: Path,
     fallback_run_name: str,
-    fallback_tags: dict[str, str],
+    fallback_tags: Callable[[], dict[str, str]],
 ) -> tuple[str, str]:
     """Log `model` (whose files are in `bundle_dir`) as a pyfunc; returns (run id, model URI).
 
-    `example_image` becomes the model's input example; `fallback_run_name` and `fallback_tags`
-    name the `register` run used when no evaluate run of this pair is found.
+    `example_image` becomes the model's input example; `fallback_run_name` and `fallback_tags()`
+    name the `register` run used when no evaluate run of this pair is found (the tags hash the
+    bundle's files, so they are computed only then).
     """
     info = model.info
     example = pd.DataFrame({"image": [pyfunc.encode_array(model.decode(example_image))]})
     evaluate_run = find_stage_run(experiment, "evaluate", PAIR_TAG, info.pair_id)
-    run = reopened_run(evaluate_run) if evaluate_run is not None else stage_run(experiment, fallback_run_name, fallback_tags)
+    if evaluate_run is not None:
+        run = reopened_run(evaluate_run)
+    else:
+        run = stage_run(experiment, fallback_run_name, fallback_tags())
     with run as run_id, tempfile.TemporaryDirectory() as tmp:
         bundle = stage_bundle(bundle_dir, Path(tmp) / pyfunc.BUNDLE_ARTIFACT)
         logged = mlflow.pyfunc.log_model(
