@@ -90,6 +90,7 @@ def fit_settings(
         param_prefix=param_prefix,
         progress=progress,
         min_steps=optim.min_steps,
+        crop_size=optim.crop_size,
     )
 
 

@@ -85,6 +85,19 @@ class OptimConfig(_Section):
     min_steps: int = Field(
         default=0, ge=0, le=1_000_000, description="train at least this many optimiser steps, adding epochs on small data"
     )
+    crop_size: int = Field(
+        default=0,
+        ge=0,
+        le=1024,
+        description="train on random square crops of this side (a multiple of 16, at most data.image_size); 0 = whole images",
+    )
+
+    @field_validator("crop_size")
+    @classmethod
+    def _crop_divisible(cls, value: int) -> int:
+        if value % 16:
+            raise ValueError(f"must be 0 or a multiple of 16 so the networks can down-sample it, got {value}")
+        return value
 
 
 class AEConfig(OptimConfig):
@@ -260,6 +273,13 @@ class Params(_Section):
             elif not isinstance(overrides, dict) or not set(overrides) <= overridable:
                 raise ValueError(f"overrides of {name!r} must be a mapping whose keys are among {sorted(overridable)}")
         return value
+
+    @model_validator(mode="after")
+    def _crops_fit_images(self) -> Params:
+        for section, crop in (("ae", self.ae.crop_size), ("sdn", self.sdn.crop_size)):
+            if crop > self.data.image_size:
+                raise ValueError(f"{section}.crop_size {crop} is larger than data.image_size {self.data.image_size}")
+        return self
 
     @model_validator(mode="after")
     def _aux_fits_channels(self) -> Params:

@@ -47,6 +47,10 @@ class FitSettings:
     progress: bool = True
     min_steps: int = 0
     """Train at least this many optimiser steps: on a small category, epochs alone give too few."""
+    crop_size: int = 0
+    """Train on a random crop of this side from each image (0 = whole images); validation sees
+    whole images. The networks are fully convolutional, so crops keep a step's cost at that of a
+    small image while the model sees the detail of the full resolution."""
 
     def epochs_for(self, train_count: int) -> int:
         """`epochs`, raised so that the run takes at least `min_steps` steps of full batches."""
@@ -70,6 +74,27 @@ def _batches(data: Batch, batch_size: int, order: torch.Tensor, device: torch.de
     """Full batches in `order` (a trailing remnant is dropped so batch norm never sees one image)."""
     count = max(1, len(order) // batch_size)
     return [tuple(to_device(t[order[i * batch_size : (i + 1) * batch_size]], device) for t in data) for i in range(count)]
+
+
+def random_crops(batch: Batch, size: int, generator: torch.Generator) -> Batch:
+    """The same random `size` x `size` window from every tensor of `batch`, a window per image.
+
+    The tensors are image-shaped (N, C, H, W) and aligned (e.g. images and their AE outputs), so
+    one window per image applies to all of them. Offsets come from `generator`: an epoch replays.
+    """
+    count, _, height, width = batch[0].shape
+    if size <= 0 or (size >= height and size >= width):
+        return batch
+    if size > height or size > width:
+        raise ValueError(f"crop_size {size} is larger than the {height}x{width} images")
+    top = torch.randint(0, height - size + 1, (count,), generator=generator)
+    left = torch.randint(0, width - size + 1, (count,), generator=generator)
+    offsets = torch.arange(size)
+    rows = (top[:, None] + offsets).to(batch[0].device)[:, :, None]
+    cols = (left[:, None] + offsets).to(batch[0].device)[:, None, :]
+    index = torch.arange(count, device=batch[0].device)[:, None, None]
+    # Advanced indexing on (N, H, W) with C sliced puts C last: (N, size, size, C) -> (N, C, size, size).
+    return tuple(t[index, :, rows, cols].permute(0, 3, 1, 2).contiguous() for t in batch)
 
 
 def _check_finite(loss: torch.Tensor, where: str, settings: FitSettings) -> None:
@@ -170,6 +195,7 @@ def _fit(
         terms_sum: dict[str, float] = {}
         batches = _batches(train_data, settings.batch_size, order, device)
         for step, batch in enumerate(batches):
+            batch = random_crops(batch, settings.crop_size, generator)
             with autocast(device):
                 loss, terms = objective(model, batch, generator)
             _check_finite(loss, f"epoch {epoch + 1}, batch {step + 1}", settings)

@@ -29,7 +29,7 @@ def tiny_params(base: dict[str, Any], categories: tuple[str, ...] = ("brick",)) 
     params["bundled"].update(categories=list(categories), image_size=64, train_count=24, test_good_count=6, test_per_defect=2)
     params["data"]["image_size"] = 32
     for section in ("ae", "sdn"):
-        params[section].update(epochs=2, batch_size=8, base_channels=8, min_steps=0)
+        params[section].update(epochs=2, batch_size=8, base_channels=8, min_steps=0, crop_size=16)
     params["tracking"] = {**params.get("tracking", {}), "enabled": False}  # tests that need MLflow turn it on
     # two epochs learn little, so quality gates are off (tests of the gates turn them on)
     params["registry"] = {

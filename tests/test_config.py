@@ -28,6 +28,7 @@ def test_project_params_are_valid(project_params, tmp_path: Path) -> None:
         ("score", "reduction", "median", "score.reduction"),
         ("sdn", "aux_transforms", ["rot45"], "sdn.aux_transforms"),
         ("ae", "learning_rat", 0.1, "ae.learning_rat"),
+        ("sdn", "crop_size", 40, "sdn.crop_size"),
     ],
 )
 def test_bad_values_name_their_key(project_params, tmp_path: Path, section, key, value, named) -> None:
@@ -87,4 +88,10 @@ def test_channel_shuffle_needs_colour_images(project_params, tmp_path: Path) -> 
     project_params["data"]["channels"] = 1
     project_params["sdn"]["aux_transforms"] = ["rot90", "channel_shuffle"]
     with pytest.raises(ConfigError, match="channel_shuffle needs data.channels: 3"):
+        load_params(write_params(tmp_path / "params.yaml", project_params))
+
+
+def test_a_crop_larger_than_the_images_is_rejected(project_params, tmp_path: Path) -> None:
+    project_params["ae"]["crop_size"] = project_params["data"]["image_size"] + 16
+    with pytest.raises(ConfigError, match=r"ae\.crop_size \d+ is larger than data\.image_size"):
         load_params(write_params(tmp_path / "params.yaml", project_params))

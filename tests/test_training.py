@@ -11,7 +11,7 @@ from components.models.oesdn.losses import ReconstructionLoss
 from components.models.oesdn.networks import ConvAutoencoder
 from components.models.oesdn.objectives import AutoencoderObjective
 from components.runtime import seed_everything
-from components.training import FitSettings, TrainingDivergedError, fit
+from components.training import FitSettings, TrainingDivergedError, fit, random_crops
 
 CPU = torch.device("cpu")
 
@@ -126,3 +126,37 @@ def test_seeding_asks_torch_for_deterministic_kernels_warning_where_none_exist()
         assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
     finally:
         torch.set_deterministic_debug_mode(before)
+
+
+def test_random_crops_cut_the_same_window_from_aligned_tensors() -> None:
+    images = torch.rand(5, 3, 32, 24, generator=torch.Generator().manual_seed(1))
+    crops, doubled = random_crops((images, images * 2), 16, torch.Generator().manual_seed(7))
+    assert crops.shape == (5, 3, 16, 16) and torch.equal(doubled, crops * 2)
+    draws = torch.Generator().manual_seed(7)
+    tops, lefts = torch.randint(0, 17, (5,), generator=draws), torch.randint(0, 9, (5,), generator=draws)
+    for image, crop, top, left in zip(images, crops, tops, lefts, strict=True):
+        assert torch.equal(crop, image[:, top : top + 16, left : left + 16])
+    again, _ = random_crops((images, images), 16, torch.Generator().manual_seed(7))
+    assert torch.equal(again, crops)
+    assert random_crops((images,), 0, torch.Generator())[0] is images
+
+
+def test_training_on_crops_is_deterministic_and_validates_on_whole_images(tmp_path: Path) -> None:
+    train, val = _data()
+    runs = []
+    for name in ("a", "b"):
+        model = _model()
+        result = fit(model, OBJECTIVE, train, val, _settings(tmp_path / name, crop_size=8), CPU)
+        runs.append((_weights(model), result))
+    (w1, r1), (w2, r2) = runs
+    assert all(torch.equal(a, b) for a, b in zip(w1, w2, strict=True))
+    whole = _model()
+    fit(whole, OBJECTIVE, train, val, _settings(tmp_path / "whole"), CPU)
+    assert not all(torch.equal(a, b) for a, b in zip(w1, _weights(whole), strict=True))
+    assert r1.history == r2.history
+    model = _model()
+    model.load_state_dict(dict(zip(model.state_dict(), w1, strict=True)))
+    model.eval()
+    with torch.no_grad():
+        whole_val_loss = OBJECTIVE(model, val, torch.Generator())[0].item()
+    assert whole_val_loss == pytest.approx(r1.best_val_loss, rel=1e-5)
