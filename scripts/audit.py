@@ -47,7 +47,9 @@ def main() -> int:
 
 
 def find_pip_audit() -> str:
-    found = os.environ.get("PIP_AUDIT") or shutil.which("pip-audit", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    found = os.environ.get("PIP_AUDIT") or shutil.which(
+        "pip-audit", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    )
     if not found:
         raise CouldNotRun("pip-audit is not installed (the offline package index lacks it); set PIP_AUDIT or put it on PATH")
     return found
@@ -55,7 +57,19 @@ def find_pip_audit() -> str:
 
 def run_pip_audit(executable: str) -> dict[str, Any]:
     """pip-audit's JSON report on the lock file; pip-audit exits 1 when it finds vulnerabilities."""
-    command = [executable, "-r", str(LOCK), "--no-deps", "--disable-pip", "--progress-spinner", "off", "--timeout", "15", "-f", "json"]
+    command = [
+        executable,
+        "-r",
+        str(LOCK),
+        "--no-deps",
+        "--disable-pip",
+        "--progress-spinner",
+        "off",
+        "--timeout",
+        "15",
+        "-f",
+        "json",
+    ]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=AUDIT_TIMEOUT_S, check=False)
     except subprocess.TimeoutExpired:
@@ -78,13 +92,17 @@ def verdict(report: dict[str, Any]) -> int:
         raise CouldNotRun(f"the vulnerability service answered for none of the {len(dependencies)} locked packages{example}")
     vulnerable = [d for d in audited if d.get("vulns")]
     for dependency in vulnerable:
-        ids = ", ".join(f"{v['id']} (fixed in {', '.join(v.get('fix_versions') or ['no release yet'])})" for v in dependency["vulns"])
+        ids = ", ".join(
+            f"{v['id']} (fixed in {', '.join(v.get('fix_versions') or ['no release yet'])})" for v in dependency["vulns"]
+        )
         print(f"dependency audit: {dependency['name']} {dependency['version']}: {ids}")
     not_audited = f"; not audited: {', '.join(sorted(d['name'] for d in skipped))}" if skipped else ""
     if vulnerable:
         print(f"dependency audit: {len(vulnerable)} of {len(audited)} audited packages have known vulnerabilities{not_audited}")
         return 1
-    print(f"dependency audit: {len(audited)} of {len(dependencies)} locked packages audited, none with a known vulnerability{not_audited}")
+    print(
+        f"dependency audit: {len(audited)} of {len(dependencies)} locked packages audited, none with a known vulnerability{not_audited}"
+    )
     return 0
 
 
