@@ -238,3 +238,27 @@ def test_a_held_registration_lock_makes_the_next_caller_wait_then_fail_clearly(s
     held = pytest.raises(RegistryError, match="another `oesdn register` of oesdn-brick")
     with registration_lock(store, MODEL), held, registration_lock(store, MODEL, wait_s=0.3):
         pass
+
+
+def test_a_finished_run_of_one_category_reopens_after_another_categorys_stage(tmp_path: Path) -> None:
+    """`oesdn run` registers every category in one process: logging the model into brick's evaluate
+    run after grass's stage set grass's experiment active must work, and leave the run as it was."""
+    import mlflow
+
+    from components.tracking.runs import reopened_run, stage_run
+    from tests.conftest import _forget_mlflow_locations
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    try:
+        with stage_run("oesdn-brick", "evaluate", {"oesdn.stage": "evaluate"}) as brick_run:
+            pass
+        with stage_run("oesdn-grass", "evaluate", {"oesdn.stage": "evaluate"}):
+            pass
+        before = mlflow.MlflowClient().get_run(brick_run).info
+        with reopened_run(brick_run):
+            mlflow.set_tag("oesdn.registered", "yes")
+        after = mlflow.MlflowClient().get_run(brick_run)
+        assert after.data.tags["oesdn.registered"] == "yes"
+        assert (after.info.status, after.info.end_time) == (before.status, before.end_time)
+    finally:
+        _forget_mlflow_locations()

@@ -69,6 +69,9 @@ def reopened_run(run_id: str) -> Iterator[str]:
 
     client = mlflow.MlflowClient()
     info = client.get_run(run_id).info
+    # start_run refuses a run outside the active experiment, which an earlier category's stage
+    # set in this process (`oesdn run` registers every category in one process).
+    mlflow.set_experiment(experiment_id=info.experiment_id)
     try:
         with mlflow.start_run(run_id=run_id):
             yield run_id
