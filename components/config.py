@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from components.safe_paths import plain_folder_name
 
@@ -31,6 +31,17 @@ AUX_TRANSFORMS = (
 )
 
 
+def _multiple_of_16(value: int) -> int:
+    """Image and crop sides: the networks halve them up to four times."""
+    if value % 16:
+        raise ValueError(f"must be a multiple of 16 so the networks can down-sample it, got {value}")
+    return value
+
+
+Side = Annotated[int, AfterValidator(_multiple_of_16)]
+"""A side in pixels that the networks can down-sample."""
+
+
 class ConfigError(ValueError):
     """Raised for a params file that cannot be used; the message names each bad key."""
 
@@ -41,16 +52,10 @@ class _Section(BaseModel):
 
 class DataConfig(_Section):
     root: str = Field(min_length=1, description="MVTec-AD-layout folder with one sub-folder per category")
-    image_size: int = Field(ge=16, le=1024)
+    image_size: Side = Field(ge=16, le=1024)
     channels: Literal[1, 3]
     val_fraction: float = Field(gt=0.0, lt=1.0)
 
-    @field_validator("image_size")
-    @classmethod
-    def _divisible(cls, value: int) -> int:
-        if value % 16:
-            raise ValueError(f"must be a multiple of 16 so the networks can down-sample it, got {value}")
-        return value
 
 
 class BundledConfig(_Section):
@@ -85,19 +90,13 @@ class OptimConfig(_Section):
     min_steps: int = Field(
         default=0, ge=0, le=1_000_000, description="train at least this many optimiser steps, adding epochs on small data"
     )
-    crop_size: int = Field(
+    crop_size: Side = Field(
         default=0,
         ge=0,
         le=1024,
         description="train on random square crops of this side (a multiple of 16, at most data.image_size); 0 = whole images",
     )
 
-    @field_validator("crop_size")
-    @classmethod
-    def _crop_divisible(cls, value: int) -> int:
-        if value % 16:
-            raise ValueError(f"must be 0 or a multiple of 16 so the networks can down-sample it, got {value}")
-        return value
 
 
 class AEConfig(OptimConfig):
