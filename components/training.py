@@ -93,8 +93,10 @@ def random_crops(batch: Batch, size: int, generator: torch.Generator) -> Batch:
     rows = (top[:, None] + offsets).to(batch[0].device)[:, :, None]
     cols = (left[:, None] + offsets).to(batch[0].device)[:, None, :]
     index = torch.arange(count, device=batch[0].device)[:, None, None]
-    # Advanced indexing on (N, H, W) with C sliced puts C last: (N, size, size, C) -> (N, C, size, size).
-    return tuple(t[index, :, rows, cols].permute(0, 3, 1, 2).contiguous() for t in batch)
+    # Advanced indexing on (N, H, W) with C sliced puts C last: (N, size, size, C), which permuted is
+    # (N, C, size, size) in the channels-last layout the networks run in. Made NCHW-contiguous
+    # instead, the crops cost a layout conversion in every convolution: a training step 20 % slower.
+    return tuple(t[index, :, rows, cols].permute(0, 3, 1, 2) for t in batch)
 
 
 def _check_finite(loss: torch.Tensor, where: str, settings: FitSettings) -> None:

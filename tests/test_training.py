@@ -132,6 +132,8 @@ def test_random_crops_cut_the_same_window_from_aligned_tensors() -> None:
     images = torch.rand(5, 3, 32, 24, generator=torch.Generator().manual_seed(1))
     crops, doubled = random_crops((images, images * 2), 16, torch.Generator().manual_seed(7))
     assert crops.shape == (5, 3, 16, 16) and torch.equal(doubled, crops * 2)
+    # In the layout the networks run in (prepare_module): an NCHW crop cost every convolution a conversion.
+    assert crops.is_contiguous(memory_format=torch.channels_last)
     draws = torch.Generator().manual_seed(7)
     tops, lefts = torch.randint(0, 17, (5,), generator=draws), torch.randint(0, 9, (5,), generator=draws)
     for image, crop, top, left in zip(images, crops, tops, lefts, strict=True):

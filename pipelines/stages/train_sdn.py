@@ -13,7 +13,6 @@ from torch import nn
 from components import assembly
 from components.models.oesdn.persistence import load_network
 from components.runtime import batched_inference, select_device, to_float
-from components.selection import candidate_figures, choose_candidate, selection_record
 from components.training import FitResult
 from pipelines.context import StageContext
 from pipelines.stages.train import fit_network, save_trained, seeded_inputs
@@ -51,6 +50,10 @@ def run(ctx: StageContext) -> None:
     extra: dict[str, Any] = {}
     chosen = next(iter(trained))
     if len(trained) > 1:
+        # Imported here: the label-free check pulls in scikit-learn (about 1.3 s), which a stage
+        # training one candidate never needs.
+        from components.selection import candidate_figures, choose_candidate, selection_record
+
         scoring = assembly.scoring_settings(params.score, params.loss.ssim_window)
         figures = {
             name: candidate_figures(autoencoder, network, scoring, data.val, params.seed, params.evaluate.batch_size, device)
