@@ -57,7 +57,6 @@ class DataConfig(_Section):
     val_fraction: float = Field(gt=0.0, lt=1.0)
 
 
-
 class BundledConfig(_Section):
     categories: tuple[str, ...] = Field(min_length=1)
     image_size: int = Field(ge=32, le=512)
@@ -96,7 +95,6 @@ class OptimConfig(_Section):
         le=1024,
         description="train on random square crops of this side (a multiple of 16, at most data.image_size); 0 = whole images",
     )
-
 
 
 class AEConfig(OptimConfig):

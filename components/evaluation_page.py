@@ -266,7 +266,9 @@ def _png(pixels: np.ndarray) -> bytes:
     height = max(1, round(picture.height * THUMBNAIL_PX / picture.width))
     resample = Image.Resampling.NEAREST if picture.width < THUMBNAIL_PX else Image.Resampling.LANCZOS
     buffer = io.BytesIO()
-    picture.resize((THUMBNAIL_PX, height), resample).save(buffer, format="PNG", compress_level=6)  # optimize=True took 5 s a category
+    picture.resize((THUMBNAIL_PX, height), resample).save(
+        buffer, format="PNG", compress_level=6
+    )  # optimize=True took 5 s a category
     return buffer.getvalue()
 
 
