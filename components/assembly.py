@@ -91,6 +91,7 @@ def fit_settings(
         progress=progress,
         min_steps=optim.min_steps,
         crop_size=optim.crop_size,
+        validate_from=optim.validate_from,
     )
 
 

@@ -95,6 +95,12 @@ class OptimConfig(_Section):
         le=1024,
         description="train on random square crops of this side (a multiple of 16, at most data.image_size); 0 = whole images",
     )
+    validate_from: float = Field(
+        default=0.0,
+        ge=0.0,
+        lt=1.0,
+        description="share of the epochs trained before the first validation (the best weights come later); 0 = every epoch",
+    )
 
 
 class AEConfig(OptimConfig):

@@ -29,6 +29,7 @@ def test_project_params_are_valid(project_params, tmp_path: Path) -> None:
         ("sdn", "aux_transforms", ["rot45"], "sdn.aux_transforms"),
         ("ae", "learning_rat", 0.1, "ae.learning_rat"),
         ("sdn", "crop_size", 40, "sdn.crop_size"),
+        ("ae", "validate_from", 1.0, "ae.validate_from"),
     ],
 )
 def test_bad_values_name_their_key(project_params, tmp_path: Path, section, key, value, named) -> None:

@@ -66,8 +66,10 @@ def test_each_training_and_evaluation_stage_is_a_tagged_run(project: Path, clien
         assert tags["dvc.dep.data/prepared/brick"].endswith(".dir")
     assert len({runs[s].data.tags["oesdn.pipeline_run"] for s in ("train_ae", "train_sdn", "evaluate")}) == 1
     assert runs["train_sdn"].data.params["sdn.lambda_oer"] == "0.5"
-    history = client.get_metric_history(runs["train_ae"].info.run_id, "val_loss")
-    assert [m.step for m in history] == [1, 2]
+    train_loss = client.get_metric_history(runs["train_ae"].info.run_id, "train_loss")
+    val_loss = client.get_metric_history(runs["train_ae"].info.run_id, "val_loss")
+    assert [m.step for m in train_loss] == [1, 2]
+    assert [m.step for m in val_loss] == [2]  # ae.validate_from: 0.5 checks the second half only
     evaluation = runs["evaluate"].data.metrics
     assert {"oe_sdn.pixel_auroc", "ae_l2.image_auroc", "ae_ssim.aupro"} <= set(evaluation)
     artifacts = {a.path for a in client.list_artifacts(runs["evaluate"].info.run_id, "plots")}

@@ -115,6 +115,23 @@ def test_early_stopping_keeps_the_best_epoch(tmp_path: Path) -> None:
     assert result.best_val_loss == min(h["val_loss"] for h in result.history)
 
 
+def test_validating_from_half_way_trains_the_same_steps_and_keeps_the_best_checked_epoch(tmp_path: Path) -> None:
+    train, val = _data()
+    every = fit(_model(), OBJECTIVE, train, val, _settings(tmp_path / "every", epochs=4), CPU)
+    late = fit(_model(), OBJECTIVE, train, val, _settings(tmp_path / "late", epochs=4, validate_from=0.5), CPU)
+    # validation draws from its own generator, so skipping it leaves every training step as it was
+    assert [h["train_loss"] for h in late.history] == [h["train_loss"] for h in every.history]
+    assert [h.get("val_loss") for h in late.history] == [None, None] + [h["val_loss"] for h in every.history[2:]]
+    assert late.best_val_loss == min(h["val_loss"] for h in every.history[2:])
+    assert late.best_epoch in (3, 4)
+
+
+def test_the_last_epoch_is_always_validated(tmp_path: Path) -> None:
+    train, val = _data()
+    result = fit(_model(), OBJECTIVE, train, val, _settings(tmp_path, epochs=1, validate_from=0.99), CPU)
+    assert result.best_epoch == 1 and "val_loss" in result.history[0]
+
+
 def test_seeding_asks_torch_for_deterministic_kernels_warning_where_none_exist() -> None:
     import torch
 
