@@ -60,8 +60,9 @@ class FitSettings:
     own generator."""
 
     def first_validated_epoch(self, epochs: int) -> int:
-        """The 0-based index of the first epoch validated; the last epoch always is."""
-        return min(epochs - 1, math.floor(self.validate_from * epochs))
+        """The 0-based index of the first epoch validated: at most `epochs - 1`, since
+        `validate_from` < 1, so the last epoch always is."""
+        return math.floor(self.validate_from * epochs)
 
     def epochs_for(self, train_count: int) -> int:
         """`epochs`, raised so that the run takes at least `min_steps` steps of full batches."""
