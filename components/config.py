@@ -52,7 +52,11 @@ class _Section(BaseModel):
 
 class DataConfig(_Section):
     root: str = Field(min_length=1, description="MVTec-AD-layout folder with one sub-folder per category")
-    image_size: Side = Field(ge=16, le=1024)
+    image_size: Side = Field(
+        ge=16,
+        le=1024,
+        description="images are resized to this side at most; smaller ones keep their own (a multiple of 16): a resize up adds no detail",
+    )
     channels: Literal[1, 3]
     val_fraction: float = Field(gt=0.0, lt=1.0)
 

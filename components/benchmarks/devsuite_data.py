@@ -27,6 +27,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from components.benchmarks.datasets import FASHION_MNIST_FILES, FASHION_MNIST_ROOT, DatasetUnavailableError, read_idx
+from components.benchmarks.thin_defects import THIN_DEFECTS, apply_thin_defect
 from components.data import synthetic
 from components.io import atomic_path
 
@@ -35,6 +36,8 @@ OBJECTS = ("sneaker", "bag")
 CATEGORIES = TEXTURES + OBJECTS
 TEXTURE_DEFECTS = ("scratch", "crack", "hole", "stain", "contamination", "color")
 OBJECT_DEFECTS = ("scratch", "hole", "stain", "contamination", "color")
+HIRES_TEXTURE_DEFECTS = (*THIN_DEFECTS, "hole", "stain", "contamination")
+HIRES_OBJECT_DEFECTS = (*THIN_DEFECTS, "hole", "stain")
 _FASHION_LABEL = {"sneaker": 7, "bag": 8}
 _OBJECT_TINT = {"sneaker": (0.85, 0.55, 0.35), "bag": (0.45, 0.60, 0.85)}
 
@@ -48,6 +51,11 @@ class DevSuiteSpec:
     test_good_count: int = 30
     test_per_defect: int = 8
     seed: int = 0
+    thin_defects: bool = False  # half the defect types 1-2 px wide (`thin_defects`), for the 256 px suite
+
+
+HIRES_SPEC = DevSuiteSpec(image_size=256, thin_defects=True)
+"""The 256 px suite (`oesdn bench devsuite --hires`): does a setting serve defects a pixel or two wide?"""
 
 
 @cache
@@ -130,7 +138,9 @@ def normal_image(category: str, split: str, size: int, rng: np.random.Generator)
     return _photo_crop(category, split, size, rng)
 
 
-def defect_types(category: str) -> tuple[str, ...]:
+def defect_types(category: str, thin: bool = False) -> tuple[str, ...]:
+    if thin:
+        return HIRES_OBJECT_DEFECTS if category in OBJECTS else HIRES_TEXTURE_DEFECTS
     return OBJECT_DEFECTS if category in OBJECTS else TEXTURE_DEFECTS
 
 
@@ -147,7 +157,7 @@ def generate_category(root: Path, category: str, spec: DevSuiteSpec, progress: b
     folder = Path(root) / category
     jobs: list[tuple[str, str | None, int]] = [("train", None, i) for i in range(spec.train_count)]
     jobs += [("test", None, i) for i in range(spec.test_good_count)]
-    jobs += [("test", d, i) for d in defect_types(category) for i in range(spec.test_per_defect)]
+    jobs += [("test", d, i) for d in defect_types(category, spec.thin_defects) for i in range(spec.test_per_defect)]
     context = synthetic._Context(category, spec.image_size)
     for split, defect, index in tqdm(jobs, desc=f"devsuite {category}", unit="img", disable=not progress):
         rng = synthetic._sample_rng(spec.seed, category, split, defect, index)  # one stream per image, as the bundled set
@@ -156,7 +166,10 @@ def generate_category(root: Path, category: str, spec: DevSuiteSpec, progress: b
         if defect is None:
             _save(synthetic._to_uint8(clean), folder / split / "good" / name)
             continue
-        image, mask = synthetic._apply_defect(clean, defect, rng, context)
+        if defect in THIN_DEFECTS:
+            image, mask = apply_thin_defect(clean, defect, rng)
+        else:
+            image, mask = synthetic._apply_defect(clean, defect, rng, context)
         _save(image, folder / "test" / defect / name)
         _save(mask, folder / "ground_truth" / defect / f"{index:03d}_mask.png")
     return folder

@@ -68,6 +68,12 @@ def add_parser(commands: Any) -> None:
     )
     suite.add_argument("--no-cache", action="store_true", help="re-run every category and seed")
     suite.add_argument("--name", default="devsuite", help="name of the result files under --out")
+    suite.add_argument(
+        "--hires",
+        action="store_true",
+        help="build the suite's categories at 256 px with thin defects (1-2 px hairlines, pinholes, fibres);"
+        " use with its own --root, e.g. data/devsuite256",
+    )
 
     speed = modes.add_parser("speed", help="training/inference throughput, latency, FLOP/s vs matmul peak, peak RSS")
     common(speed, default_threads=2)
@@ -144,7 +150,7 @@ def _oneclass(args: argparse.Namespace, settings: Any, device: Any) -> int:
 
 
 def _devsuite(args: argparse.Namespace, device: Any) -> int:
-    from components.benchmarks.devsuite_data import CATEGORIES, generate_devsuite
+    from components.benchmarks.devsuite_data import CATEGORIES, HIRES_SPEC, DevSuiteSpec, generate_devsuite
     from components.benchmarks.devsuite_report import records_frame, summary_markdown
     from components.io import atomic_path, write_text_atomic
     from pipelines.devsuite import parse_overrides, run_suite
@@ -156,7 +162,8 @@ def _devsuite(args: argparse.Namespace, device: Any) -> int:
             f"oesdn bench devsuite: no folder for categories {missing} under {args.root}; "
             f"the suite builds {list(CATEGORIES)}, any other category must already be there (e.g. --root data/bundled)"
         )
-    generate_devsuite(args.root, tuple(c for c in categories if c in CATEGORIES), progress=not args.no_progress)
+    spec = HIRES_SPEC if args.hires else DevSuiteSpec()
+    generate_devsuite(args.root, tuple(c for c in categories if c in CATEGORIES), spec, progress=not args.no_progress)
     overrides = parse_overrides(args.overrides)
     records = run_suite(
         args.params,

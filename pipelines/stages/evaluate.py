@@ -48,7 +48,7 @@ def run(ctx: StageContext) -> None:
     artifacts = write_category_reports(category, evaluation, data, score, params.evaluate.panel_rows, reports_dir, stamp)
     write_json_atomic(reports_dir / HEADLINE_NAME, headline(evaluation.metrics))  # what `dvc metrics show` prints
     write_json_atomic(layout.evaluation(category), evaluation_record(category, evaluation, data, dataset, models_dir, provenance))
-    preprocessing = Preprocessing(params.data.image_size, params.data.channels)
+    preprocessing = Preprocessing(int(data.test.shape[-1]), params.data.channels)  # the working side prepare chose
     info = category_bundle_info(
         category, evaluation, data, preprocessing, detector.settings, prepared_dir, models_dir, dataset["data_hash"], provenance
     )

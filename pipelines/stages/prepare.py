@@ -6,7 +6,7 @@ import numpy as np
 
 from components import assembly
 from components.data.layout import build_manifest, manifest_hash, write_manifest
-from components.data.prepared import DATASET_RECORD, prepare_arrays, save_prepared
+from components.data.prepared import DATASET_RECORD, prepare_arrays, save_prepared, working_image_size
 from components.io import write_json_atomic
 from components.storage import resolve_data_root
 from pipelines.context import StageContext
@@ -21,7 +21,12 @@ def run(ctx: StageContext) -> None:
     if not root.exists() and root.resolve() == ctx.layout.bundled_data.resolve():
         raise FileNotFoundError(f"the bundled dataset {root} is not built yet; run `oesdn generate` (or `dvc repro`)")
     manifest = build_manifest(root, ctx.category, val_fraction=data.val_fraction, seed=ctx.params.seed)
-    prepared = prepare_arrays(manifest, data.image_size, data.channels, progress=ctx.progress)
+    image_size = working_image_size(manifest, data.image_size)
+    if image_size < data.image_size:
+        print(
+            f"{ctx.category}: working at {image_size} px, the size of its smallest good image (data.image_size {data.image_size} is a ceiling)"
+        )
+    prepared = prepare_arrays(manifest, image_size, data.channels, progress=ctx.progress)
     data_hash = manifest_hash(manifest)
     write_manifest(manifest, out_dir / "manifest.csv")
     save_prepared(prepared, out_dir)
@@ -37,6 +42,7 @@ def run(ctx: StageContext) -> None:
             "category": ctx.category,
             "data_hash": data_hash,
             "masks_available": prepared.masks_available,
+            "image_size": image_size,
             "counts": counts,
             "defect_types": sorted(set(prepared.test_defect_types) - {"good"}),
             "provenance": ctx.provenance(("data",), data_hash),

@@ -1,0 +1,68 @@
+"""Thin defects of the 256 px development suite: pixel-exact masks, a pixel or two wide, deterministic."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from scipy import ndimage
+
+from components.benchmarks.devsuite_data import DevSuiteSpec, defect_types, generate_category
+from components.benchmarks.thin_defects import MIN_PIXELS, THIN_DEFECTS, apply_thin_defect
+from components.data.layout import build_manifest
+from components.data.synthetic import MASK_TOLERANCE
+
+
+def _clean(size: int = 128) -> np.ndarray:
+    """A mid-grey textured image: room to darken and to lighten."""
+    rng = np.random.default_rng(0)
+    return np.clip(0.5 + 0.1 * ndimage.gaussian_filter(rng.standard_normal((size, size, 3)), (2, 2, 0)), 0, 1)
+
+
+@pytest.mark.parametrize("kind", THIN_DEFECTS)
+def test_the_mask_marks_exactly_the_pixels_the_defect_moved(kind: str) -> None:
+    clean = _clean()
+    clean_u8 = np.round(clean * 255).astype(np.uint8)
+    image, mask = apply_thin_defect(clean, kind, np.random.default_rng(3))
+    marked = mask > 0
+    assert set(np.unique(mask)) == {0, 255}
+    moved = np.abs(image.astype(np.int16) - clean_u8).max(axis=-1)
+    assert (moved[~marked] == 0).all(), "outside the mask the image is the clean one, byte for byte"
+    assert (moved[marked] > MASK_TOLERANCE).all(), "every marked pixel moved by more than the tolerance"
+    assert marked.sum() >= MIN_PIXELS
+
+
+@pytest.mark.parametrize("kind", ["hairline", "fiber"])
+def test_lines_are_a_pixel_or_two_wide(kind: str) -> None:
+    """Anti-aliasing may touch a third pixel across, but no 4 x 4 block fits inside a line."""
+    for seed in range(10):
+        _, mask = apply_thin_defect(_clean(), kind, np.random.default_rng(seed))
+        assert not ndimage.binary_opening(mask > 0, np.ones((4, 4), dtype=bool)).any(), f"{kind} seed {seed}"
+
+
+@pytest.mark.parametrize("kind", THIN_DEFECTS)
+def test_the_same_generator_state_draws_the_same_defect(kind: str) -> None:
+    first = apply_thin_defect(_clean(), kind, np.random.default_rng(11))
+    again = apply_thin_defect(_clean(), kind, np.random.default_rng(11))
+    other = apply_thin_defect(_clean(), kind, np.random.default_rng(12))
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
+    assert not np.array_equal(first[1], other[1])
+
+
+def test_an_unknown_kind_is_named() -> None:
+    with pytest.raises(ValueError, match="unknown thin defect 'crease'; choose from"):
+        apply_thin_defect(_clean(), "crease", np.random.default_rng(0))
+
+
+def test_the_thin_suite_writes_valid_categories_byte_for_byte_again(tmp_path: Path) -> None:
+    spec = DevSuiteSpec(image_size=64, train_count=3, test_good_count=2, test_per_defect=1, thin_defects=True)
+    folder = generate_category(tmp_path / "a", "weave", spec, progress=False)
+    again = generate_category(tmp_path / "b", "weave", spec, progress=False)
+    assert set(THIN_DEFECTS) <= {p.name for p in (folder / "test").iterdir()} == {"good", *defect_types("weave", thin=True)}
+    files = sorted(p.relative_to(folder) for p in folder.rglob("*.png"))
+    assert files == sorted(p.relative_to(again) for p in again.rglob("*.png"))
+    assert all((folder / f).read_bytes() == (again / f).read_bytes() for f in files)
+    assert build_manifest(folder.parent, "weave", val_fraction=0.34, seed=0).attrs["masks_available"]
+    assert Image.open(folder / "test" / "hairline" / "000.png").size == (64, 64)
