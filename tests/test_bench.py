@@ -285,6 +285,8 @@ def test_devsuite_cli_runs_the_pipeline_stages_and_reuses_training_for_a_scoring
     )
     with pytest.raises(SystemExit, match="no folder for categories"):
         main([*common, "--categories", "no_such_category"])
+    with pytest.raises(SystemExit, match=r"no folder for categories \['no_such_category'\] under data/devsuite256"):
+        main(["--no-progress", "bench", "devsuite", "--hires", "--categories", "no_such_category"])  # --hires: its own folder
 
 
 def test_contention_cli_times_each_thread_count_and_wait_policy(tmp_path: Path) -> None:

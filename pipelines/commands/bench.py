@@ -47,8 +47,9 @@ def add_parser(commands: Any) -> None:
     suite.add_argument(
         "--root",
         type=Path,
-        default=Path("data/devsuite"),
-        help="MVTec-layout folders: the suite's are built if missing; others (e.g. data/bundled) must exist",
+        default=None,
+        help="MVTec-layout folders: the suite's are built if missing; others (e.g. data/bundled) must exist"
+        " (default: data/devsuite, with --hires data/devsuite256)",
     )
     suite.add_argument("--categories", nargs="+", help="suite categories (default: all)")
     suite.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default 0 1 2)")
@@ -67,12 +68,12 @@ def add_parser(commands: Any) -> None:
         help="per-run workspaces and results; finished runs are reused",
     )
     suite.add_argument("--no-cache", action="store_true", help="re-run every category and seed")
-    suite.add_argument("--name", default="devsuite", help="name of the result files under --out")
+    suite.add_argument("--name", help="name of the result files under --out (default: devsuite, with --hires devsuite256)")
     suite.add_argument(
         "--hires",
         action="store_true",
         help="build the suite's categories at 256 px with thin defects (1-2 px hairlines, pinholes, fibres);"
-        " use with its own --root, e.g. data/devsuite256",
+        " it chooses what serves 256 px photographs",
     )
 
     speed = modes.add_parser("speed", help="training/inference throughput, latency, FLOP/s vs matmul peak, peak RSS")
@@ -155,19 +156,21 @@ def _devsuite(args: argparse.Namespace, device: Any) -> int:
     from components.io import atomic_path, write_text_atomic
     from pipelines.devsuite import parse_overrides, run_suite
 
+    root = args.root or Path("data/devsuite256" if args.hires else "data/devsuite")
+    name = args.name or ("devsuite256" if args.hires else "devsuite")
     categories = args.categories or list(CATEGORIES)
-    missing = sorted(c for c in set(categories) - set(CATEGORIES) if not (args.root / c).is_dir())
+    missing = sorted(c for c in set(categories) - set(CATEGORIES) if not (root / c).is_dir())
     if missing:
         raise SystemExit(
-            f"oesdn bench devsuite: no folder for categories {missing} under {args.root}; "
+            f"oesdn bench devsuite: no folder for categories {missing} under {root}; "
             f"the suite builds {list(CATEGORIES)}, any other category must already be there (e.g. --root data/bundled)"
         )
     spec = HIRES_SPEC if args.hires else DevSuiteSpec()
-    generate_devsuite(args.root, tuple(c for c in categories if c in CATEGORIES), spec, progress=not args.no_progress)
+    generate_devsuite(root, tuple(c for c in categories if c in CATEGORIES), spec, progress=not args.no_progress)
     overrides = parse_overrides(args.overrides)
     records = run_suite(
         args.params,
-        args.root,
+        root,
         categories,
         args.seeds,
         overrides,
@@ -176,9 +179,10 @@ def _devsuite(args: argparse.Namespace, device: Any) -> int:
         not args.no_progress,
         use_cache=not args.no_cache,
     )
-    title = f"Development suite, {len(categories)} categories" + (f", overrides {args.overrides}" if args.overrides else "")
+    kind = " (256 px, thin defects)" if args.hires else ""
+    title = f"Development suite{kind}, {len(categories)} categories" + (f", overrides {args.overrides}" if args.overrides else "")
     markdown = summary_markdown(records, title)
-    csv_path, md_path = args.out / f"{args.name}.csv", args.out / f"{args.name}.md"
+    csv_path, md_path = args.out / f"{name}.csv", args.out / f"{name}.md"
     with atomic_path(csv_path) as tmp:
         records_frame(records).to_csv(tmp, index=False, float_format="%.5g")
     write_text_atomic(md_path, markdown)
