@@ -177,6 +177,24 @@ def stop_descendants(grace_s: float = 5) -> None:
 
 
 @contextlib.contextmanager
+def waiting_for_lock(lock_path: Path) -> Iterator[None]:
+    """Hold an exclusive `flock` on `lock_path` (created if missing) for the block, waiting for it.
+
+    For work that a second process should wait for, not refuse: it then finds the first one's
+    outputs. Like `single_writer`'s, the lock dies with its holder.
+    """
+    import fcntl
+
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)
+
+
+@contextlib.contextmanager
 def single_writer(lock_path: Path, what: str) -> Iterator[None]:
     """Hold an exclusive lock on `lock_path` (created if missing) for the block, or fail at once.
 

@@ -93,8 +93,17 @@ def run_category(params: Params, category: str, workdir: Path, device: str, prog
     """prepare -> train-ae -> train-sdn -> evaluate in `workdir`; the metrics record and timings.
 
     When `workdir` already holds this category's networks trained with the same training key,
-    only evaluate runs, and the record keeps the training's CPU seconds.
+    only evaluate runs, and the record keeps the training's CPU seconds. Two suite processes that
+    need the same workspace (e.g. two `--set score...` screens) take turns: evaluate writes
+    `metrics.json` there and the record reads it back, so side by side they would swap results.
     """
+    from components.processes import waiting_for_lock
+
+    with waiting_for_lock(workdir / f".{category}.lock"):
+        return _run_category(params, category, workdir, device, progress)
+
+
+def _run_category(params: Params, category: str, workdir: Path, device: str, progress: bool) -> dict[str, Any]:
     from components.io import write_json_atomic
     from pipelines.stages import evaluate, prepare, train, train_sdn
 

@@ -294,3 +294,36 @@ def test_contention_cli_times_each_thread_count_and_wait_policy(tmp_path: Path) 
     rows = [line.split() for line in (tmp_path / "contention.md").read_text().splitlines()[2:]]
     assert {(row[0], row[1]) for row in rows} >= {("1", "default"), ("1", "PASSIVE")}
     assert all(float(row[2]) > 0 and float(row[3]) > 0 for row in rows)
+
+
+def test_two_suite_processes_take_turns_on_a_shared_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two score screens of one seed share a workspace: evaluate writes `metrics.json` there and the
+    record reads it back, so without turns each could report the other's figures."""
+    import fcntl
+    import os
+    import threading
+
+    from components.processes import waiting_for_lock
+    from pipelines import devsuite
+
+    lock = tmp_path / ".brick.lock"
+    seen: list[str] = []
+
+    def inside(*_: object) -> dict[str, str]:
+        descriptor = os.open(lock, os.O_RDWR)
+        try:
+            with pytest.raises(BlockingIOError):  # the run holds the category's lock while it works
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(descriptor)
+        seen.append("ran")
+        return {"category": "brick"}
+
+    monkeypatch.setattr(devsuite, "_run_category", inside)
+    with waiting_for_lock(lock):  # another process's run of the same workspace
+        worker = threading.Thread(target=devsuite.run_category, args=(None, "brick", tmp_path, "cpu", False))
+        worker.start()
+        worker.join(timeout=1.0)
+        assert worker.is_alive() and seen == [], "the second run waits for the first"
+    worker.join(timeout=10)
+    assert seen == ["ran"]
