@@ -4,8 +4,9 @@ Each (settings, seed, category) run gets its own workspace under the cache folde
 of `params.yaml` plus the given overrides, `data.root` pointed at the suite and tracking off, and
 runs prepare, train-ae, train-sdn and evaluate exactly as `dvc repro` would. A finished run's
 `metrics.json` is reused, so an interrupted suite resumes, and two processes (one per seed) can
-share the machine. Workspaces are keyed on the training settings alone, so a run that changes only
-`score` or `evaluate` (e.g. `--set score.distance=ssim`) re-evaluates the trained networks.
+share the machine. Workspaces are keyed on the training settings and the category's data (a hash
+of its files), so a run that changes only `score` or `evaluate` (e.g. `--set score.distance=ssim`)
+re-evaluates the trained networks, and two suites with a category of one name never share one.
 """
 
 from __future__ import annotations
@@ -82,6 +83,16 @@ def run_key(params: Params) -> str:
     return hashlib.sha256(json.dumps({k: dumped[k] for k in sections}, sort_keys=True).encode()).hexdigest()[:12]
 
 
+def data_fingerprint(folder: Path) -> str:
+    """A hash of every file's path and bytes under a category's folder (a few hundred images: well
+    under a second). Two suites may hold categories of one name (the 128 px and the 256 px suite's
+    `ihc`); keyed on settings alone, their runs would share workspaces and results."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()[:12]
+
+
 def _source_hash() -> str:
     from components.provenance import code_version
     from pipelines.context import CODE_ROOT
@@ -141,19 +152,20 @@ def run_suite(
     from components.io import write_json_atomic
 
     records = []
+    fingerprints: dict[str, str] = {}
     source = _source_hash()
     jobs = [(seed, category) for seed in seeds for category in categories]
     for seed, category in tqdm(jobs, desc="devsuite", unit="run", disable=not progress):
         params = suite_params(params_path, root, category, seed, overrides)
-        key = run_key(params)
-        done = cache / key / f"{category}_seed{seed}.json"
+        key, data = run_key(params), fingerprints.setdefault(category, data_fingerprint(root / category))
+        done = cache / key / f"{category}-{data}_seed{seed}.json"
         if use_cache and done.is_file():
             record = json.loads(done.read_text())
             if record.get("source_sha256") != source:
                 tqdm.write(f"{category} seed {seed}: reusing the result of other code ({done}); --no-cache re-runs it")
             records.append(record)
             continue
-        workspace = cache / f"train-{training_key(params)}" / f"seed{seed}"
+        workspace = cache / f"train-{training_key(params)}" / f"{category}-{data}" / f"seed{seed}"
         record = run_category(params, category, workspace, device, progress=False)
         record |= {"settings_key": key, "source_sha256": source, "overrides": overrides}
         write_json_atomic(done, record)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -270,10 +271,10 @@ def test_devsuite_cli_runs_the_pipeline_stages_and_reuses_training_for_a_scoring
         str(out),
     ]
     assert main([*common, "--name", "first"]) == 0
-    (workspace,) = cache.glob("train-*/seed0")
+    (workspace,) = cache.glob("train-*/brick-*/seed0")
     networks = {name: (workspace / "models" / "brick" / name).stat().st_mtime_ns for name in ("ae.pt", "sdn.pt")}
     assert main([*common, "--name", "ssim", "--set", "score.distance=ssim"]) == 0
-    assert [workspace] == list(cache.glob("train-*/seed0"))
+    assert [workspace] == list(cache.glob("train-*/brick-*/seed0"))
     assert networks == {name: (workspace / "models" / "brick" / name).stat().st_mtime_ns for name in networks}, (
         "a scoring change re-evaluates, never retrains"
     )
@@ -285,6 +286,11 @@ def test_devsuite_cli_runs_the_pipeline_stages_and_reuses_training_for_a_scoring
     )
     with pytest.raises(SystemExit, match="no folder for categories"):
         main([*common, "--categories", "no_such_category"])
+    other = tmp_path / "other"  # another suite with a `brick` of its own: never the first one's results
+    shutil.copytree(data / "brick", other / "brick")
+    (other / "brick" / "train" / "good" / "000.png").unlink()
+    assert main([*common[:6], str(other), *common[7:], "--name", "other"]) == 0
+    assert len(list(cache.glob("train-*/brick-*/seed0"))) == 2
     with pytest.raises(SystemExit, match=r"no folder for categories \['no_such_category'\] under data/devsuite256"):
         main(["--no-progress", "bench", "devsuite", "--hires", "--categories", "no_such_category"])  # --hires: its own folder
 
