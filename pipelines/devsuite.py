@@ -157,7 +157,9 @@ def run_suite(
     jobs = [(seed, category) for seed in seeds for category in categories]
     for seed, category in tqdm(jobs, desc="devsuite", unit="run", disable=not progress):
         params = suite_params(params_path, root, category, seed, overrides)
-        key, data = run_key(params), fingerprints.setdefault(category, data_fingerprint(root / category))
+        if category not in fingerprints:  # once per category, not per seed
+            fingerprints[category] = data_fingerprint(root / category)
+        key, data = run_key(params), fingerprints[category]
         done = cache / key / f"{category}-{data}_seed{seed}.json"
         if use_cache and done.is_file():
             record = json.loads(done.read_text())

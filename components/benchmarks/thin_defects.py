@@ -76,7 +76,7 @@ def apply_thin_defect(
     for _ in range(MAX_ATTEMPTS):
         defective, support = _DRAW[kind](clean, rng)
         defective_u8 = synthetic._to_uint8(defective)
-        changed = (np.abs(defective_u8.astype(np.int16) - clean_u8).max(axis=-1) > synthetic.MASK_TOLERANCE) & support
+        changed = synthetic._changed_pixels(clean_u8, defective_u8) & support  # no closing: a line stays its own width
         if changed.sum() >= MIN_PIXELS:
             return np.where(changed[..., None], defective_u8, clean_u8), changed.astype(np.uint8) * 255
     raise RuntimeError(f"could not draw a visible {kind!r} defect in {MAX_ATTEMPTS} attempts")

@@ -70,6 +70,12 @@ def probe_image(path: str | os.PathLike[str]) -> ImageInfo:
     return ImageInfo(width=image.width, height=image.height, channels=_channels(image))
 
 
+def stored_size(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """(width, height) from the file's header alone, for files the dataset scan has decoded already."""
+    with Image.open(path) as image:
+        return image.size
+
+
 def probe_mask(path: str | os.PathLike[str]) -> MaskInfo:
     """Decode a mask once; DatasetError naming the file unless it holds 0 and at most one other value.
 

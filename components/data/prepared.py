@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from components.data.images import load_image, load_mask, probe_image
+from components.data.images import load_image, load_mask, stored_size
 from components.io import atomic_path
 
 ARRAYS_FILE = "arrays.npz"
@@ -74,7 +74,7 @@ def working_image_size(manifest: pd.DataFrame, image_size: int) -> int:
     image (its shorter edge), rounded down to a multiple of 16, and never below 16.
     """
     good = manifest[manifest["split"].isin(("train", "val"))]["path"]
-    smallest = min(min(info.width, info.height) for info in map(probe_image, map(Path, good)))
+    smallest = min(min(stored_size(path)) for path in good)
     return max(SIDE_MULTIPLE, min(image_size, smallest // SIDE_MULTIPLE * SIDE_MULTIPLE))
 
 
@@ -109,8 +109,7 @@ def _native_masks(test: pd.DataFrame) -> np.ndarray:
     """Masks at the test images' own size; a category of mixed sizes uses its most common one."""
     from collections import Counter
 
-    sizes = [probe_image(Path(path)) for path in test["path"]]
-    (width, height), _ = Counter((info.width, info.height) for info in sizes).most_common(1)[0]
+    (width, height), _ = Counter(stored_size(path) for path in test["path"]).most_common(1)[0]
     return np.stack(
         [load_mask(Path(path), (height, width)) if path else np.zeros((height, width), dtype=bool) for path in test["mask_path"]]
     )

@@ -379,9 +379,14 @@ def _to_uint8(img: FloatImage) -> NDArray[np.uint8]:
     return np.round(np.clip(img, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
+def _changed_pixels(clean: NDArray[np.uint8], defective: NDArray[np.uint8]) -> BoolMap:
+    """Pixels where some channel moved by more than `MASK_TOLERANCE` grey levels."""
+    return np.abs(defective.astype(np.int16) - clean).max(axis=-1) > MASK_TOLERANCE
+
+
 def _defect_mask(clean: NDArray[np.uint8], defective: NDArray[np.uint8], support: BoolMap) -> BoolMap:
     """Pixels that changed by more than the tolerance, closed and hole-filled, kept inside the support."""
-    changed = (np.abs(defective.astype(np.int16) - clean).max(axis=-1) > MASK_TOLERANCE) & support
+    changed = _changed_pixels(clean, defective) & support
     closed = ndimage.binary_closing(changed, structure=np.ones((3, 3), dtype=bool))
     return (ndimage.binary_fill_holes(closed) | changed) & support
 
