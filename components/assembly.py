@@ -28,6 +28,7 @@ class _ScoreSection(Protocol):
     smoothing_sigma: float
     reduction: Any
     topk_fraction: float
+    image_distances: Any
 
 
 def reconstruction_loss(loss: LossConfig) -> ReconstructionLoss:
@@ -118,4 +119,6 @@ def image_threshold_rule(score: ScoreConfig) -> ImageThresholdRule:
 def scoring_settings(score: _ScoreSection, ssim_window: int) -> ScoringSettings:
     from components.scoring import ScoringSettings
 
-    return ScoringSettings(score.distance, score.smoothing_sigma, score.reduction, score.topk_fraction, ssim_window)
+    return ScoringSettings(
+        score.distance, score.smoothing_sigma, score.reduction, score.topk_fraction, ssim_window, tuple(score.image_distances)
+    )

@@ -15,8 +15,8 @@ import torch
 from components.data.prepared import PreparedData
 from components.data.validation_defects import defective_copies
 from components.evaluation import ImageThresholdRule, MethodEvaluation, evaluate_method, synthetic_check
-from components.models.oesdn.detector import MethodScores, OESDNDetector, score_images
-from components.scoring import METHODS
+from components.models.oesdn.detector import MethodScores, OESDNDetector, calibrate, score_images
+from components.scoring import METHODS, ImageScoreCalibration
 
 CHECK_MARGIN = 0.005
 """OE-SDN counts as worse than the AE residual on the label-free check beyond this margin."""
@@ -27,6 +27,8 @@ class CategoryEvaluation:
     results: dict[str, MethodEvaluation]
     test: dict[str, MethodScores]
     warnings: list[str] = field(default_factory=list)
+    calibration: ImageScoreCalibration | None = None
+    """OE-SDN's image-score calibration, fitted on the validation normals (None: the map's reduction)."""
 
     @property
     def metrics(self) -> dict[str, dict[str, float | None]]:
@@ -75,7 +77,12 @@ def evaluate_category(
     device: torch.device,
     progress: bool = True,
 ) -> CategoryEvaluation:
-    """Score validation and test images with every method and measure them (see module docstring)."""
+    """Score validation and test images with every method and measure them (see module docstring).
+
+    First fits OE-SDN's image-score calibration on the validation normals (`calibrate`), so the
+    threshold, the test figures and the bundle all see the score that ships.
+    """
+    calibrate(detector, data.val, batch_size, device)
     val = score_images(detector, data.val, batch_size, device, progress)
     test = score_images(detector, data.test, batch_size, device, progress)
     masks = data.test_masks_native if data.test_masks_native is not None else data.test_masks
@@ -96,6 +103,6 @@ def evaluate_category(
         )
         result.metrics.update(check[name])
         results[name] = result
-    evaluation = CategoryEvaluation(results, test)
+    evaluation = CategoryEvaluation(results, test, calibration=detector.calibration)
     evaluation.warnings.extend(check_warnings(category, evaluation.metrics))
     return evaluation

@@ -120,6 +120,7 @@ def category_bundle_info(
         data_hash=data_hash,
         network_sha256=network_hashes(models_dir),
         provenance=provenance,
+        image_calibration=evaluation.calibration,
     )
 
 

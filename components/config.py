@@ -177,6 +177,12 @@ class ScoreConfig(_Section):
     smoothing_sigma: float = Field(ge=0.0, le=32.0, description="Gaussian smoothing of maps; 0 disables it")
     reduction: Literal["mean", "max", "topk_mean"]
     topk_fraction: float = Field(gt=0.0, le=1.0)
+    image_distances: list[Literal["squared", "absolute", "ssim", "mse_dssim"]] = Field(
+        default=["squared", "ssim"],
+        min_length=1,
+        description="OE-SDN image score: these distances' scores, standardised on the validation normals, averaged",
+    )
+
     image_threshold_quantile: float = Field(gt=0.0, le=1.0)
     threshold_rule: Literal["empirical", "lognormal", "tolerance"] = Field(
         default="tolerance",
@@ -184,6 +190,13 @@ class ScoreConfig(_Section):
     )
     threshold_confidence: float = Field(default=0.9, gt=0.0, lt=1.0, description="the tolerance bound's confidence")
     pixel_threshold_quantile: float = Field(gt=0.0, le=1.0)
+
+    @field_validator("image_distances")
+    @classmethod
+    def _distinct_distances(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"each distance at most once, got {value}")
+        return value
 
 
 class EvaluateConfig(_Section):

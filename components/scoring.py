@@ -26,6 +26,14 @@ class ScoringSettings:
     reduction: Reduction
     topk_fraction: float
     ssim_window: int
+    image_distances: tuple[str, ...] = ()
+    """The OE-SDN distances whose image scores, standardised on the validation normals, make the
+    image score (`ImageScoreCalibration`); empty, or `distance` alone, means the map's own reduction."""
+
+    @property
+    def calibrated(self) -> bool:
+        """Whether the image score combines several distances and so needs an `ImageScoreCalibration`."""
+        return bool(self.image_distances) and tuple(self.image_distances) != (self.distance,)
 
 
 def oe_sdn_map(
@@ -95,3 +103,40 @@ def method_maps(
         "ae_ssim": ssim_residual_map(images, ae_output, settings.ssim_window),
     }
     return {name: smooth_maps(value, settings.smoothing_sigma) for name, value in raw.items()}
+
+
+LOG_SPREAD_FLOOR = 0.01
+"""Smallest spread of log scores a calibration divides by: equal validation scores stay finite."""
+Z_LIMIT = 80.0
+"""Largest |mean z| before exp(): exp(80) still fits float32, so a gross defect scores finite."""
+
+
+@dataclass(frozen=True)
+class ImageScoreCalibration:
+    """Centre and spread of each distance's log image score on the validation normals.
+
+    Why: the squared difference of f_OS(x) and f_AE(x) sees a changed intensity, 1 - SSIM a changed
+    local structure (a hairline on a high-contrast texture, a flat object surface). Their scores
+    live on different scales, so each is standardised on good parts before they are averaged. The
+    image score is exp(mean z): positive, 1 for a typical good part, log-normal like its parts, so
+    the threshold rule applies to it unchanged.
+    """
+
+    distances: tuple[str, ...]
+    log_means: tuple[float, ...]
+    log_stds: tuple[float, ...]
+
+    @classmethod
+    def fit(cls, distances: tuple[str, ...], scores: torch.Tensor) -> ImageScoreCalibration:
+        """From (D, N) image scores of N validation normals, one row per distance."""
+        if scores.ndim != 2 or scores.shape[0] != len(distances) or scores.shape[1] == 0:
+            raise ValueError(f"calibration needs ({len(distances)}, N >= 1) validation scores, got {tuple(scores.shape)}")
+        logs = scores.double().clamp_min(1e-12).log()
+        spreads = logs.std(dim=1, unbiased=False).clamp_min(LOG_SPREAD_FLOOR)
+        return cls(tuple(distances), tuple(logs.mean(dim=1).tolist()), tuple(spreads.tolist()))
+
+    def combine(self, scores: torch.Tensor) -> torch.Tensor:
+        """(N,) image scores from (D, N) raw scores in `distances` order."""
+        means = torch.tensor(self.log_means, dtype=scores.dtype, device=scores.device)[:, None]
+        stds = torch.tensor(self.log_stds, dtype=scores.dtype, device=scores.device)[:, None]
+        return ((scores.clamp_min(1e-12).log() - means) / stds).mean(dim=0).clamp(-Z_LIMIT, Z_LIMIT).exp()

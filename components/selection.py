@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from components.category_evaluation import label_free_check
-from components.models.oesdn.detector import OESDNDetector, score_images
+from components.models.oesdn.detector import OESDNDetector, calibrate, score_images
 from components.scoring import ScoringSettings
 
 FIGURES = ("synthetic_pixel_auroc", "synthetic_image_auroc")
@@ -31,7 +31,7 @@ def candidate_figures(
     device: torch.device,
 ) -> dict[str, float]:
     """OE-SDN's label-free figures for one candidate, and `selection_score`, their mean."""
-    detector = OESDNDetector(ae, sdn, scoring)
+    detector = calibrate(OESDNDetector(ae, sdn, scoring), val_images, batch_size, device)
     val = score_images(detector, val_images, batch_size, device, progress=False)
     figures = label_free_check(detector, val_images, val, seed, batch_size, device, progress=False)["oe_sdn"]
     return {**figures, "selection_score": float(np.mean([figures[name] for name in FIGURES]))}

@@ -5,8 +5,9 @@ import pytest
 import torch
 from torch import nn
 
-from components.models.oesdn.detector import OESDNDetector, score_images
+from components.models.oesdn.detector import OESDNDetector, calibrate, score_images
 from components.scoring import (
+    ImageScoreCalibration,
     ScoringSettings,
     l2_residual_map,
     method_maps,
@@ -102,3 +103,67 @@ def test_detector_and_batched_scoring_agree_with_the_map_functions() -> None:
         assert result.maps.shape == (5, 16, 16)
         np.testing.assert_allclose(result.maps, reference[name].numpy(), atol=1e-6)
         np.testing.assert_allclose(result.scores, reduce_maps(reference[name], "topk_mean", 0.1).numpy(), atol=1e-6)
+
+
+def test_calibration_standardises_each_distance_on_the_validation_normals() -> None:
+    # Two distances over three normals: log scores (0, 1, 2) and (-2, -2, 4), centres 1 and 0.
+    raw = torch.tensor([[1.0, np.e, np.e**2], [np.exp(-2), np.exp(-2), np.exp(4)]], dtype=torch.float64)
+    calibration = ImageScoreCalibration.fit(("squared", "ssim"), raw)
+    assert calibration.log_means == pytest.approx((1.0, 0.0))
+    assert calibration.log_stds == pytest.approx((np.sqrt(2 / 3), np.sqrt(8)))
+    z_first = (np.array([0.0, 1.0, 2.0]) - 1.0) / np.sqrt(2 / 3)
+    z_second = np.array([-2.0, -2.0, 4.0]) / np.sqrt(8)
+    np.testing.assert_allclose(calibration.combine(raw).numpy(), np.exp((z_first + z_second) / 2))
+    # equal validation scores divide by the floor, not by zero
+    flat = ImageScoreCalibration.fit(("squared",), torch.ones(1, 4))
+    assert flat.log_stds == (0.01,)
+    huge = flat.combine(torch.tensor([[2.0, 1e30]]))  # z of 69 and 6908: exp() stays inside float32
+    assert torch.isfinite(huge).all() and huge[0] < huge[1]
+    with pytest.raises(ValueError, match="validation scores"):
+        ImageScoreCalibration.fit(("squared", "ssim"), torch.ones(1, 3))
+
+
+def test_a_calibrated_detector_ships_the_standardised_mean_of_squared_and_ssim_scores() -> None:
+    settings = ScoringSettings("squared", 1.0, "topk_mean", 0.1, 7, ("squared", "ssim"))
+    ae, sdn = _Scale(0.5), _Scale(0.9)
+    rng = np.random.default_rng(0)
+    val = rng.integers(0, 256, size=(6, 3, 16, 16), dtype=np.uint8)
+    test = rng.integers(0, 256, size=(5, 3, 16, 16), dtype=np.uint8)
+    detector = calibrate(OESDNDetector(ae, sdn, settings), val, batch_size=4, device=torch.device("cpu"))
+    assert detector.calibration is not None and detector.calibration.distances == ("squared", "ssim")
+
+    def raw_scores(images: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(images).float() / 255
+        return torch.stack(
+            [reduce_maps(smooth_maps(oe_sdn_map(x * 0.9, x * 0.5, d, 7), 1.0), "topk_mean", 0.1) for d in ("squared", "ssim")]
+        )
+
+    val_raw = raw_scores(val).double()
+    expected_means = val_raw.log().mean(dim=1).tolist()
+    assert detector.calibration.log_means == pytest.approx(expected_means, rel=1e-5)
+    scored = score_images(detector, test, batch_size=2, device=torch.device("cpu"), progress=False)
+    np.testing.assert_allclose(
+        scored["oe_sdn"].scores, detector.calibration.combine(raw_scores(test).double()).numpy(), rtol=1e-4
+    )
+    # the map that localises stays the squared one, and the baselines keep their own reductions
+    x = torch.from_numpy(test).float() / 255
+    np.testing.assert_allclose(
+        scored["oe_sdn"].maps, smooth_maps(oe_sdn_map(x * 0.9, x * 0.5, "squared"), 1.0).numpy(), atol=1e-6
+    )
+    np.testing.assert_allclose(
+        scored["ae_l2"].scores, reduce_maps(torch.from_numpy(scored["ae_l2"].maps), "topk_mean", 0.1).numpy()
+    )
+    only = score_images(detector, test, batch_size=5, device=torch.device("cpu"), progress=False, methods=("oe_sdn",))
+    np.testing.assert_allclose(only["oe_sdn"].scores, scored["oe_sdn"].scores, rtol=1e-6)
+    # validation normals score around 1: the mean of their standardised logs is 0
+    val_scored = score_images(detector, val, batch_size=6, device=torch.device("cpu"), progress=False, methods=("oe_sdn",))
+    assert np.log(val_scored["oe_sdn"].scores).mean() == pytest.approx(0.0, abs=1e-5)
+
+
+def test_one_image_distance_equal_to_the_map_needs_no_calibration() -> None:
+    settings = ScoringSettings("squared", 1.0, "topk_mean", 0.1, 7, ("squared",))
+    images = np.random.default_rng(1).integers(0, 256, size=(4, 3, 16, 16), dtype=np.uint8)
+    detector = calibrate(OESDNDetector(_Scale(0.5), _Scale(0.9), settings), images, 4, torch.device("cpu"))
+    assert detector.calibration is None and not settings.calibrated
+    scored = score_images(detector, images, 4, torch.device("cpu"), progress=False)["oe_sdn"]
+    np.testing.assert_allclose(scored.scores, reduce_maps(torch.from_numpy(scored.maps), "topk_mean", 0.1).numpy())

@@ -113,8 +113,8 @@ def _export(args: argparse.Namespace) -> int:
 
         out = args.out or Path("exports") / model.info.category
         result = export_onnx(model, resolved, out, args.opset)
-    worst = ", ".join(f"{name} {value:.2g}" for name, value in result.max_abs_difference.items())
+    worst = ", ".join(f"{name} {value:.2g}" for name, value in result.max_difference.items())
     print(
-        f"{resolved.name} (version {resolved.version}): wrote {result.onnx_path} and {result.json_path} (onnxruntime vs torch max |diff|: {worst})"
+        f"{resolved.name} (version {resolved.version}): wrote {result.onnx_path} and {result.json_path} (onnxruntime vs torch, largest difference, relative above 1: {worst})"
     )
     return 0

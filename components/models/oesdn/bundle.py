@@ -22,7 +22,7 @@ from components.io import sha256_file, write_json_atomic
 from components.models.oesdn.detector import OESDNDetector, score_images
 from components.models.oesdn.persistence import load_network
 from components.runtime import prepare_module, select_device
-from components.scoring import ScoringSettings
+from components.scoring import ImageScoreCalibration, ScoringSettings
 
 BUNDLE_FILE = "bundle.json"
 NETWORK_FILES = ("ae.pt", "sdn.pt")
@@ -56,6 +56,9 @@ class BundleInfo:
     data_hash: str
     network_sha256: dict[str, str]
     provenance: dict[str, Any] = field(default_factory=dict)
+    image_calibration: ImageScoreCalibration | None = None
+    """How OE-SDN's image score standardises its distances (fitted on the validation normals);
+    None when the image score is the map's own reduction."""
 
     @property
     def primary_metric(self) -> str:
@@ -77,7 +80,11 @@ class BundleInfo:
         """Identifies the AE/SDN pair and how it scores: equal ids mean an identical model."""
         from components.provenance import fingerprint
 
-        return fingerprint(self.network_sha256, asdict(self.preprocessing), asdict(self.scoring), self.image_threshold)[:16]
+        scoring = {k: v for k, v in asdict(self.scoring).items() if k != "image_distances" or v}  # older bundles' ids hold
+        parts = [self.network_sha256, asdict(self.preprocessing), scoring, self.image_threshold]
+        if self.image_calibration is not None:
+            parts.append(asdict(self.image_calibration))
+        return fingerprint(*parts)[:16]
 
     def to_json(self) -> dict[str, Any]:
         return {"format_version": FORMAT_VERSION, **asdict(self)}
@@ -87,9 +94,17 @@ class BundleInfo:
         if payload.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"unsupported bundle format {payload.get('format_version')!r}; expected {FORMAT_VERSION}")
         fields = {k: v for k, v in payload.items() if k != "format_version"}
+        scoring = fields["scoring"] | {"image_distances": tuple(fields["scoring"].get("image_distances", ()))}
+        calibration = fields.get("image_calibration")
         return cls(
             **fields
-            | {"preprocessing": Preprocessing(**fields["preprocessing"]), "scoring": ScoringSettings(**fields["scoring"])}
+            | {
+                "preprocessing": Preprocessing(**fields["preprocessing"]),
+                "scoring": ScoringSettings(**scoring),
+                "image_calibration": ImageScoreCalibration(**{k: tuple(v) for k, v in calibration.items()})
+                if calibration
+                else None,
+            }
         )
 
 
@@ -135,7 +150,7 @@ class BundleModel:
         ae, _ = load_network(directory / "ae.pt", "ae")
         sdn, _ = load_network(directory / "sdn.pt", "sdn")
         torch_device = select_device(device)
-        detector = prepare_module(OESDNDetector(ae, sdn, info.scoring), torch_device).eval()
+        detector = prepare_module(OESDNDetector(ae, sdn, info.scoring, info.image_calibration), torch_device).eval()
         return cls(info, detector, torch_device)
 
     def decode(self, source: ImageSource) -> np.ndarray:

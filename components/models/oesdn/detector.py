@@ -10,7 +10,15 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from components.runtime import autocast, evaluation_mode, prepare_module, to_device, to_float
-from components.scoring import METHODS, ScoringSettings, method_maps, oe_sdn_map, reduce_maps, smooth_maps
+from components.scoring import (
+    METHODS,
+    ImageScoreCalibration,
+    ScoringSettings,
+    method_maps,
+    oe_sdn_map,
+    reduce_maps,
+    smooth_maps,
+)
 
 
 @dataclass(frozen=True)
@@ -22,27 +30,83 @@ class MethodScores:
 
 
 class OESDNDetector(nn.Module):
-    """f_AE and f_OS with the map smoothing and score reduction they were evaluated with."""
+    """f_AE and f_OS with the map smoothing, score reduction and image-score calibration they were
+    evaluated with."""
 
-    def __init__(self, ae: nn.Module, sdn: nn.Module, settings: ScoringSettings) -> None:
+    def __init__(
+        self, ae: nn.Module, sdn: nn.Module, settings: ScoringSettings, calibration: ImageScoreCalibration | None = None
+    ) -> None:
         super().__init__()
         self.ae = ae
         self.sdn = sdn
         self.settings = settings
+        self.calibration = calibration
+        self.topk_count: int | None = None
+        """A fixed top-k pixel count (the ONNX export's: the tracer cannot round a traced shape)."""
 
     def anomaly_maps(self, images: torch.Tensor) -> torch.Tensor:
-        """OE-SDN's smoothed (N, H, W) maps for images in [0, 1]; the ONNX export wraps this too."""
-        raw = oe_sdn_map(self.sdn(images), self.ae(images), self.settings.distance, self.settings.ssim_window)
-        return smooth_maps(raw, self.settings.smoothing_sigma)
+        """OE-SDN's smoothed (N, H, W) maps for images in [0, 1]."""
+        return self._map(self.sdn(images), self.ae(images), self.settings.distance)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """OE-SDN only: (anomaly maps (N, H, W), image scores (N,)) for images in [0, 1]."""
-        maps = self.anomaly_maps(images)
-        return maps, reduce_maps(maps, self.settings.reduction, self.settings.topk_fraction)
+        sdn_output, ae_output = self.sdn(images), self.ae(images)
+        maps = self._map(sdn_output, ae_output, self.settings.distance)
+        return maps, self.image_scores(maps, sdn_output, ae_output)
 
-    def all_method_maps(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Maps of OE-SDN and both AE baselines from one pass of each network."""
-        return method_maps(images, self.ae(images), self.sdn(images), self.settings)
+    def all_method_maps(self, images: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Maps of OE-SDN and both AE baselines from one pass of each network, and OE-SDN's scores."""
+        sdn_output, ae_output = self.sdn(images), self.ae(images)
+        maps = method_maps(images, ae_output, sdn_output, self.settings)
+        return maps, self.image_scores(maps["oe_sdn"], sdn_output, ae_output)
+
+    def image_scores(self, maps: torch.Tensor, sdn_output: torch.Tensor, ae_output: torch.Tensor) -> torch.Tensor:
+        """(N,) image scores: the map's reduction, or with a calibration the standardised mean of
+        each listed distance's reduction (`ImageScoreCalibration`)."""
+        if self.calibration is None:
+            return self.reduce(maps)
+        return self.calibration.combine(self.distance_scores(maps, sdn_output, ae_output, self.calibration.distances))
+
+    def distance_scores(
+        self, maps: torch.Tensor, sdn_output: torch.Tensor, ae_output: torch.Tensor, distances: tuple[str, ...]
+    ) -> torch.Tensor:
+        """(D, N) raw image scores, one row per distance; the shipped map's row reuses `maps`."""
+        rows = [
+            maps if distance == self.settings.distance else self._map(sdn_output, ae_output, distance) for distance in distances
+        ]
+        return torch.stack([self.reduce(row.float()) for row in rows])
+
+    def reduce(self, maps: torch.Tensor) -> torch.Tensor:
+        settings = self.settings
+        if self.topk_count is not None and settings.reduction == "topk_mean":
+            return maps.flatten(start_dim=1).topk(self.topk_count, dim=1).values.mean(dim=1)
+        return reduce_maps(maps, settings.reduction, settings.topk_fraction)
+
+    def _map(self, sdn_output: torch.Tensor, ae_output: torch.Tensor, distance: str) -> torch.Tensor:
+        raw = oe_sdn_map(sdn_output, ae_output, distance, self.settings.ssim_window)
+        return smooth_maps(raw, self.settings.smoothing_sigma)
+
+
+def calibrate(detector: OESDNDetector, val_images: np.ndarray, batch_size: int, device: torch.device) -> OESDNDetector:
+    """`detector` with its image-score calibration fitted on uint8 validation normals, when its
+    settings combine several distances; otherwise `detector` unchanged (no calibration)."""
+    settings = detector.settings
+    if not settings.calibrated:
+        detector.calibration = None
+        return detector
+    distances = tuple(settings.image_distances)
+    prepare_module(detector, device)
+    rows = []
+    with evaluation_mode(detector), autocast(device):
+        for start in range(0, len(val_images), batch_size):
+            batch = to_device(to_float(val_images[start : start + batch_size]), device)
+            sdn_output, ae_output = detector.sdn(batch), detector.ae(batch)
+            maps = detector._map(sdn_output, ae_output, settings.distance)
+            rows.append(detector.distance_scores(maps, sdn_output, ae_output, distances).float().cpu())
+    if not rows:
+        raise ValueError("calibrating the image score needs at least one validation image")
+    detector.calibration = ImageScoreCalibration.fit(distances, torch.cat(rows, dim=1))
+    return detector
 
 
 def score_images(
@@ -60,20 +124,27 @@ def score_images(
     """
     prepare_module(detector, device)
     maps: dict[str, list[np.ndarray]] = {name: [] for name in methods}
+    oe_scores: list[np.ndarray] = []
     starts = range(0, len(images), batch_size)
     with evaluation_mode(detector), autocast(device):
         for start in tqdm(starts, desc="score", unit="batch", disable=not progress):
             batch = to_device(to_float(images[start : start + batch_size]), device)
             if methods == ("oe_sdn",):
-                batch_maps = {"oe_sdn": detector(batch)[0]}
+                oe_maps, scores = detector(batch)
+                batch_maps = {"oe_sdn": oe_maps}
             else:
-                batch_maps = {name: value for name, value in detector.all_method_maps(batch).items() if name in methods}
+                all_maps, scores = detector.all_method_maps(batch)
+                batch_maps = {name: value for name, value in all_maps.items() if name in methods}
+            oe_scores.append(scores.double().cpu().numpy())
             for name, value in batch_maps.items():
                 maps[name].append(value.float().cpu().numpy())
     settings = detector.settings
     result = {}
     for name, chunks in maps.items():
         stacked = np.concatenate(chunks) if chunks else np.zeros((0, *images.shape[2:]), dtype=np.float32)
-        scores = reduce_maps(torch.from_numpy(stacked), settings.reduction, settings.topk_fraction)
-        result[name] = MethodScores(maps=stacked, scores=scores.double().numpy())
+        if name == "oe_sdn":  # the detector's own image score, calibrated or not
+            scores = np.concatenate(oe_scores) if oe_scores else np.zeros(0)
+        else:
+            scores = reduce_maps(torch.from_numpy(stacked), settings.reduction, settings.topk_fraction).double().numpy()
+        result[name] = MethodScores(maps=stacked, scores=scores)
     return result
