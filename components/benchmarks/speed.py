@@ -34,7 +34,7 @@ from components.data.images import load_image
 from components.models.oesdn.detector import OESDNDetector
 from components.models.oesdn.objectives import AutoencoderObjective
 from components.runtime import autocast, prepare_module, seed_everything, to_device, to_float
-from components.scoring import ScoringSettings, l2_residual_map, reduce_maps, smooth_maps
+from components.scoring import ImageScoreCalibration, ScoringSettings, l2_residual_map, reduce_maps, smooth_maps
 
 
 def peak_rss_bytes() -> int:
@@ -226,10 +226,17 @@ def measure_speed(params: Params, config: SpeedConfig, device: torch.device, pro
     ae, sdn = assembly.build_networks(params.data.channels, params.ae, params.sdn)
     ae.eval(), sdn.eval()
     scoring = assembly.scoring_settings(params.score, params.loss.ssim_window)
-    unfolded = prepare_module(OESDNDetector(ae, sdn, scoring), device).eval()
+    # A unit calibration costs what a fitted one does: the shipped image score, every distance computed.
+    n_distances = len(scoring.image_distances)
+    calibration = ImageScoreCalibration(scoring.image_distances, (0.0,) * n_distances, (1.0,) * n_distances)
+    calibration = calibration if scoring.calibrated else None
+    unfolded = prepare_module(OESDNDetector(ae, sdn, scoring, calibration), device).eval()
     if config.fold_batchnorm:
         ae, sdn = fold_batchnorm(ae), fold_batchnorm(sdn)
-    methods: dict[str, nn.Module] = {"ae_residual": AEResidual(ae, scoring), "oe_sdn": OESDNDetector(ae, sdn, scoring)}
+    methods: dict[str, nn.Module] = {
+        "ae_residual": AEResidual(ae, scoring),
+        "oe_sdn": OESDNDetector(ae, sdn, scoring, calibration),
+    }
     for module in methods.values():
         prepare_module(module, device).eval()
     generator = torch.Generator().manual_seed(1)
