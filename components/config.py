@@ -188,7 +188,7 @@ class ScoreConfig(_Section):
         default="tolerance",
         description="image threshold: empirical quantile, log-normal tail fit, or log-normal tolerance bound (fits never below the max)",
     )
-    threshold_confidence: float = Field(default=0.9, gt=0.0, lt=1.0, description="the tolerance bound's confidence")
+    threshold_confidence: float = Field(default=0.99, gt=0.0, lt=1.0, description="the tolerance bound's confidence")
     pixel_threshold_quantile: float = Field(gt=0.0, le=1.0)
 
     @field_validator("image_distances")
