@@ -63,7 +63,7 @@ class ImageThresholdRule:
 
     name: str = "empirical"
     quantile: float = 0.99
-    confidence: float = 0.9
+    confidence: float = 0.99
 
     def __post_init__(self) -> None:
         if self.name not in THRESHOLD_RULES:

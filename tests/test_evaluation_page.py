@@ -188,5 +188,5 @@ def test_the_stage_page_loads_offline_and_shows_the_metrics_file(browser: Any, p
     errors = [outcome in ERRORS_FIRST for outcome in state["outcomes"]]
     assert errors == sorted(errors, reverse=True), "misses and false alarms come first"
     text = browser.find_element("tag name", "body").text
-    assert "lognormal tolerance bound from 4 good validation images: with 90% confidence, at least 99% of good parts" in text
+    assert "lognormal tolerance bound from 4 good validation images: with 99% confidence, at least 99% of good parts" in text
     assert os.path.getsize(reports / "index.html") < 2_000_000
