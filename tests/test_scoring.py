@@ -167,3 +167,44 @@ def test_one_image_distance_equal_to_the_map_needs_no_calibration() -> None:
     assert detector.calibration is None and not settings.calibrated
     scored = score_images(detector, images, 4, torch.device("cpu"), progress=False)["oe_sdn"]
     np.testing.assert_allclose(scored.scores, reduce_maps(torch.from_numpy(scored.maps), "topk_mean", 0.1).numpy())
+
+
+def test_a_bundle_written_before_the_calibration_loads_unchanged_with_its_old_pair_id() -> None:
+    from dataclasses import asdict
+
+    from components.models.oesdn.bundle import BundleInfo, Preprocessing
+    from components.provenance import fingerprint
+
+    old_scoring = {
+        "distance": "squared",
+        "smoothing_sigma": 2.0,
+        "reduction": "topk_mean",
+        "topk_fraction": 0.01,
+        "ssim_window": 7,
+    }
+    payload = {
+        "format_version": 1,
+        "category": "brick",
+        "preprocessing": asdict(Preprocessing(128, 3)),
+        "scoring": old_scoring,
+        "image_threshold": 0.5,
+        "pixel_threshold": 0.1,
+        "metrics": {"oe_sdn": {"pixel_auroc": 0.9}},
+        "masks_available": True,
+        "test_manifest_hash": "t",
+        "data_hash": "d",
+        "network_sha256": {"ae": "a", "sdn": "s"},
+        "provenance": {},
+    }
+    info = BundleInfo.from_json(payload)
+    assert info.image_calibration is None and not info.scoring.calibrated
+    assert info.pair_id == fingerprint({"ae": "a", "sdn": "s"}, payload["preprocessing"], old_scoring, 0.5)[:16]
+    calibrated = BundleInfo.from_json(
+        payload
+        | {
+            "scoring": old_scoring | {"image_distances": ["squared", "ssim"]},
+            "image_calibration": {"distances": ["squared", "ssim"], "log_means": [0.0, 1.0], "log_stds": [1.0, 2.0]},
+        }
+    )
+    assert calibrated.image_calibration == ImageScoreCalibration(("squared", "ssim"), (0.0, 1.0), (1.0, 2.0))
+    assert BundleInfo.from_json(calibrated.to_json()) == calibrated and calibrated.pair_id != info.pair_id
