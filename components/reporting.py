@@ -219,10 +219,26 @@ def save_roc_csv(fpr: np.ndarray, tpr: np.ndarray, path: Path) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def _shared_bin_edges(values: np.ndarray, max_bins: int = 60, min_bins: int = 20) -> np.ndarray:
-    """Bin edges common to both classes, so bar heights compare directly."""
+LOG_AXIS_SPAN = 100.0
+"""Positive scores whose largest is this many times their smallest get a log axis: OE-SDN's
+calibrated image score is exp() of a standardised log, so good parts sit near 1 and gross defects in
+the thousands, and on a linear axis every good part falls into the first bar."""
+
+
+def histogram_bins(values: np.ndarray, max_bins: int = 60, min_bins: int = 20) -> tuple[np.ndarray, bool]:
+    """Bin edges common to both classes, so bar heights compare directly, and whether the axis is
+    logarithmic (positive scores spanning more than `LOG_AXIS_SPAN`; the bins are then geometric)."""
     if values.size == 0:
-        return np.linspace(0.0, 1.0, min_bins + 1)
+        return np.linspace(0.0, 1.0, min_bins + 1), False
+    low, high = float(values.min()), float(values.max())
+    if low > 0 and high / low > LOG_AXIS_SPAN:
+        edges = 10.0 ** _shared_bin_edges(np.log10(values), max_bins, min_bins)
+        edges[0], edges[-1] = low, high  # exactly: 10 ** log10(x) may miss x by a rounding step
+        return edges, True
+    return _shared_bin_edges(values, max_bins, min_bins), False
+
+
+def _shared_bin_edges(values: np.ndarray, max_bins: int, min_bins: int) -> np.ndarray:
     low, high = float(values.min()), float(values.max())
     if high <= low:  # all scores identical: give the single bar some width
         pad = 0.5 if low == 0 else abs(low) * 0.05
@@ -253,7 +269,7 @@ def save_score_histogram(
     dropped = int((~np.isfinite(normal)).sum() + (~np.isfinite(anomalous)).sum())
     normal = normal[np.isfinite(normal)]
     anomalous = anomalous[np.isfinite(anomalous)]
-    edges = _shared_bin_edges(np.concatenate([normal, anomalous]))
+    edges, log_axis = histogram_bins(np.concatenate([normal, anomalous]))
 
     fig = _new_figure(6.6, 4.2)
     ax = fig.add_subplot()
@@ -275,7 +291,9 @@ def save_score_histogram(
         ax.text(0.5, 0.5, "no finite scores", transform=ax.transAxes, ha="center", va="center", fontsize=12, color="0.4")
     full_title = title if dropped == 0 else f"{title}\n({dropped} non-finite scores left out)"
     ax.set_title(full_title, fontsize=12)
-    ax.set_xlabel("image anomaly score", fontsize=11)
+    if log_axis:
+        ax.set_xscale("log")
+    ax.set_xlabel("image anomaly score" + (" (log scale)" if log_axis else ""), fontsize=11)
     ax.set_ylabel("number of images", fontsize=11)
     ax.tick_params(labelsize=9)
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # counts of images are whole numbers

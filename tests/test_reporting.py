@@ -13,6 +13,7 @@ from PIL import Image
 
 from components import reporting, summary_report
 from components.reporting import (
+    histogram_bins,
     save_anomaly_panel,
     save_roc_csv,
     save_roc_plot,
@@ -88,6 +89,20 @@ def test_histogram_writes_png(tmp_path: Path) -> None:
     save_score_histogram(rng.normal(0.3, 0.05, 50), rng.normal(0.6, 0.1, 30), 0.45, out, "scores")
     width, height = _png_size(out)
     assert width > height  # landscape
+
+
+def test_scores_spanning_decades_get_geometric_bins_and_a_log_axis(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    normal, anomalous = np.exp(rng.normal(0.0, 0.5, 40)), np.exp(rng.normal(5.0, 2.0, 60))  # about 1 against thousands
+    edges, log_axis = histogram_bins(np.concatenate([normal, anomalous]))
+    ratios = edges[1:] / edges[:-1]
+    assert log_axis and np.allclose(ratios, ratios[0]) and edges[0] <= normal.min() and edges[-1] >= anomalous.max()
+    assert np.histogram(normal, edges)[0].astype(bool).sum() >= 5  # good parts spread over several bars, not one
+    edges, log_axis = histogram_bins(np.array([0.3, 0.5, 0.9]))  # a narrow span, or any score <= 0: linear
+    assert not log_axis and np.allclose(np.diff(edges), np.diff(edges)[0])
+    assert not histogram_bins(np.array([-1.0, 500.0]))[1]
+    save_score_histogram(normal, anomalous, 12.0, tmp_path / "hist.png", "calibrated scores")
+    _png_size(tmp_path / "hist.png")
 
 
 @pytest.mark.parametrize(
