@@ -88,8 +88,8 @@ class OESDNDetector(nn.Module):
 
 
 def calibrate(detector: OESDNDetector, val_images: np.ndarray, batch_size: int, device: torch.device) -> OESDNDetector:
-    """`detector` with its image-score calibration fitted on uint8 validation normals, when its
-    settings combine several distances; otherwise `detector` unchanged (no calibration)."""
+    """Fit `detector`'s image-score calibration, in place, on uint8 validation normals when its
+    settings combine several distances (otherwise clear it); returns `detector` for chaining."""
     settings = detector.settings
     if not settings.calibrated:
         detector.calibration = None
