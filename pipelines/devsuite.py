@@ -87,9 +87,11 @@ def data_fingerprint(folder: Path) -> str:
     """A hash of every file's path and bytes under a category's folder (a few hundred images: well
     under a second). Two suites may hold categories of one name (the 128 px and the 256 px suite's
     `ihc`); keyed on settings alone, their runs would share workspaces and results."""
+    from components.io import sha256_file
+
     digest = hashlib.sha256()
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        digest.update(path.relative_to(folder).as_posix().encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0" + bytes.fromhex(sha256_file(path)))
     return digest.hexdigest()[:12]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -87,6 +88,18 @@ class OESDNDetector(nn.Module):
         return smooth_maps(raw, self.settings.smoothing_sigma)
 
 
+def _device_batches(
+    detector: OESDNDetector, images: np.ndarray, batch_size: int, device: torch.device, progress: bool = False
+) -> Iterator[torch.Tensor]:
+    """uint8 (N, C, H, W) images as float batches on `device`, with the detector in eval mode and
+    autocast on while the caller works on each batch."""
+    prepare_module(detector, device)
+    starts = range(0, len(images), batch_size)
+    with evaluation_mode(detector), autocast(device):
+        for start in tqdm(starts, desc="score", unit="batch", disable=not progress):
+            yield to_device(to_float(images[start : start + batch_size]), device)
+
+
 def calibrate(detector: OESDNDetector, val_images: np.ndarray, batch_size: int, device: torch.device) -> OESDNDetector:
     """Fit `detector`'s image-score calibration, in place, on uint8 validation normals when its
     settings combine several distances (otherwise clear it); returns `detector` for chaining."""
@@ -95,14 +108,11 @@ def calibrate(detector: OESDNDetector, val_images: np.ndarray, batch_size: int, 
         detector.calibration = None
         return detector
     distances = tuple(settings.image_distances)
-    prepare_module(detector, device)
     rows = []
-    with evaluation_mode(detector), autocast(device):
-        for start in range(0, len(val_images), batch_size):
-            batch = to_device(to_float(val_images[start : start + batch_size]), device)
-            sdn_output, ae_output = detector.sdn(batch), detector.ae(batch)
-            maps = detector._map(sdn_output, ae_output, settings.distance)
-            rows.append(detector.distance_scores(maps, sdn_output, ae_output, distances).float().cpu())
+    for batch in _device_batches(detector, val_images, batch_size, device):
+        sdn_output, ae_output = detector.sdn(batch), detector.ae(batch)
+        maps = detector._map(sdn_output, ae_output, settings.distance)
+        rows.append(detector.distance_scores(maps, sdn_output, ae_output, distances).float().cpu())
     if not rows:
         raise ValueError("calibrating the image score needs at least one validation image")
     detector.calibration = ImageScoreCalibration.fit(distances, torch.cat(rows, dim=1))
@@ -122,22 +132,18 @@ def score_images(
     The one scoring loop of the project: evaluate, the label-free check, the bundle behind
     `oesdn predict` and the MLflow pyfunc all call it.
     """
-    prepare_module(detector, device)
     maps: dict[str, list[np.ndarray]] = {name: [] for name in methods}
     oe_scores: list[np.ndarray] = []
-    starts = range(0, len(images), batch_size)
-    with evaluation_mode(detector), autocast(device):
-        for start in tqdm(starts, desc="score", unit="batch", disable=not progress):
-            batch = to_device(to_float(images[start : start + batch_size]), device)
-            if methods == ("oe_sdn",):
-                oe_maps, scores = detector(batch)
-                batch_maps = {"oe_sdn": oe_maps}
-            else:
-                all_maps, scores = detector.all_method_maps(batch)
-                batch_maps = {name: value for name, value in all_maps.items() if name in methods}
-            oe_scores.append(scores.double().cpu().numpy())
-            for name, value in batch_maps.items():
-                maps[name].append(value.float().cpu().numpy())
+    for batch in _device_batches(detector, images, batch_size, device, progress):
+        if methods == ("oe_sdn",):
+            oe_maps, scores = detector(batch)
+            batch_maps = {"oe_sdn": oe_maps}
+        else:
+            all_maps, scores = detector.all_method_maps(batch)
+            batch_maps = {name: value for name, value in all_maps.items() if name in methods}
+        oe_scores.append(scores.double().cpu().numpy())
+        for name, value in batch_maps.items():
+            maps[name].append(value.float().cpu().numpy())
     settings = detector.settings
     result = {}
     for name, chunks in maps.items():
