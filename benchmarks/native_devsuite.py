@@ -31,5 +31,6 @@ def native_crop(category: str, split: str, size: int, rng: np.random.Generator) 
 
 
 if __name__ == "__main__":
-    devsuite_data._photo_crop = native_crop  # the suite's generator, with this crop rule
-    devsuite_data.generate_devsuite(Path("data/devsuite256n"), ("ihc", "moon", "retina"), devsuite_data.HIRES_SPEC)
+    devsuite_data.generate_devsuite(
+        Path("data/devsuite256n"), ("ihc", "moon", "retina"), devsuite_data.HIRES_SPEC, normal=native_crop
+    )

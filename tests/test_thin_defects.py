@@ -66,3 +66,23 @@ def test_the_thin_suite_writes_valid_categories_byte_for_byte_again(tmp_path: Pa
     assert all((folder / f).read_bytes() == (again / f).read_bytes() for f in files)
     assert build_manifest(folder.parent, "weave", val_fraction=0.34, seed=0).attrs["masks_available"]
     assert Image.open(folder / "test" / "hairline" / "000.png").size == (64, 64)
+
+
+def test_a_given_source_of_good_parts_replaces_the_suites_and_keeps_its_defects(tmp_path: Path) -> None:
+    """The one-off check sets under `benchmarks/` bring their own good parts, under their own names."""
+    spec = DevSuiteSpec(image_size=32, train_count=2, test_good_count=1, test_per_defect=1, thin_defects=True)
+    seen: list[tuple[str, str]] = []
+
+    def flat_grey(category: str, split: str, size: int, rng: np.random.Generator) -> np.ndarray:
+        seen.append((category, split))
+        return np.full((size, size, 3), 0.5)
+
+    folder = generate_category(tmp_path, "slate", spec, progress=False, normal=flat_grey)
+    assert set(seen) == {("slate", "train"), ("slate", "test")}
+    good = np.asarray(Image.open(folder / "train" / "good" / "001.png"))
+    assert (good == 128).all()
+    hairline = np.asarray(Image.open(folder / "test" / "hairline" / "000.png")).astype(int)
+    mask = np.asarray(Image.open(folder / "ground_truth" / "hairline" / "000_mask.png")) > 0
+    assert mask.any() and (hairline[~mask] == 128).all(), "the defect is the suite's, inside its mask only"
+    with pytest.raises(ValueError, match="unknown development-suite category 'slate'"):
+        generate_category(tmp_path / "b", "slate", spec, progress=False)

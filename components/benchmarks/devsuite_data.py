@@ -18,6 +18,7 @@ layout is MVTec AD's, so the suite runs through the pipeline's own stages.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -129,6 +130,10 @@ def _object(category: str, split: str, size: int, rng: np.random.Generator) -> n
     return np.clip(background * (1 - alpha) + tint * (0.35 + 0.65 * alpha) * alpha, 0.0, 1.0)
 
 
+NormalSource = Callable[[str, str, int, np.random.Generator], np.ndarray]
+"""(category, split, size, rng) -> float RGB [0, 1] (size, size, 3) good part; `normal_image` is the suite's."""
+
+
 def normal_image(category: str, split: str, size: int, rng: np.random.Generator) -> np.ndarray:
     """float RGB [0, 1] (size, size, 3) good part of a category."""
     if category == "weave":
@@ -150,9 +155,15 @@ def _save(array: np.ndarray, path: Path) -> None:
         Image.fromarray(array).save(tmp, format="PNG")
 
 
-def generate_category(root: Path, category: str, spec: DevSuiteSpec, progress: bool = True) -> Path:
-    """Write one category in MVTec AD layout under `root/category`; byte-identical for a spec."""
-    if category not in CATEGORIES:
+def generate_category(
+    root: Path, category: str, spec: DevSuiteSpec, progress: bool = True, normal: NormalSource | None = None
+) -> Path:
+    """Write one category in MVTec AD layout under `root/category`; byte-identical for a spec.
+
+    `normal` replaces the suite's good parts (the one-off check sets under `benchmarks/` use it);
+    the defects, their masks and the random streams stay the suite's.
+    """
+    if normal is None and category not in CATEGORIES:
         raise ValueError(f"unknown development-suite category {category!r}; choose from {list(CATEGORIES)}")
     folder = Path(root) / category
     jobs: list[tuple[str, str | None, int]] = [("train", None, i) for i in range(spec.train_count)]
@@ -161,7 +172,7 @@ def generate_category(root: Path, category: str, spec: DevSuiteSpec, progress: b
     context = synthetic._Context(category, spec.image_size)
     for split, defect, index in tqdm(jobs, desc=f"devsuite {category}", unit="img", disable=not progress):
         rng = synthetic._sample_rng(spec.seed, category, split, defect, index)  # one stream per image, as the bundled set
-        clean = normal_image(category, split, spec.image_size, rng)
+        clean = (normal or normal_image)(category, split, spec.image_size, rng)
         name = f"{index:03d}.png"
         if defect is None:
             _save(synthetic._to_uint8(clean), folder / split / "good" / name)
@@ -176,7 +187,11 @@ def generate_category(root: Path, category: str, spec: DevSuiteSpec, progress: b
 
 
 def generate_devsuite(
-    root: Path, categories: tuple[str, ...] = CATEGORIES, spec: DevSuiteSpec | None = None, progress: bool = True
+    root: Path,
+    categories: tuple[str, ...] = CATEGORIES,
+    spec: DevSuiteSpec | None = None,
+    progress: bool = True,
+    normal: NormalSource | None = None,
 ) -> list[Path]:
     """Write every requested category (skipping one whose folder already exists)."""
     spec = spec or DevSuiteSpec()
@@ -185,5 +200,5 @@ def generate_devsuite(
         if (Path(root) / category / "train" / "good").is_dir():
             written.append(Path(root) / category)
             continue
-        written.append(generate_category(root, category, spec, progress))
+        written.append(generate_category(root, category, spec, progress, normal))
     return written

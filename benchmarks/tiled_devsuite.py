@@ -1,0 +1,65 @@
+"""A one-off check set: tileable game textures, repeated and cropped at 256 px, never used to choose.
+
+Why: a line's material is often a repeating pattern (a weave, a tread plate, a pressed or printed
+surface), and the judged photographs may be of that kind. Every default was chosen on the
+development suite; this set asks whether they carry over to real, tileable photo textures the suite
+has never held. Its good parts are 256 px windows at random offsets of a texture tiled edge to edge,
+with a +/- 3 % exposure change per image; the defects are the 256 px suite's (thin hairlines,
+pinholes and fibres, painted holes, stains and contamination).
+
+The textures come from Debian's `openarena-081-textures` (GPL-2+, read from its pk3 archive at run
+time, never copied into this repository):
+
+    apt-get install openarena-081-textures
+    .venv/bin/python benchmarks/tiled_devsuite.py
+    oesdn --no-progress bench devsuite --root data/devsuite_tiled --categories rock fabric planks rivets concrete --name tiled
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from components.benchmarks import devsuite_data
+
+ARCHIVE = Path("/usr/share/games/openarena/baseoa/pak4-textures.pk3")
+TEXTURES = {  # category: (member of the archive, side of one repeat in px)
+    "rock": ("textures/cosmo_block/rock01.jpg", 192),
+    "fabric": ("textures/evil8_floor/e8cretefloor01b.jpg", 160),
+    "planks": ("textures/base_support/surface2.jpg", 224),
+    "rivets": ("textures/acc_dm3/rivets.jpg", 128),
+    "concrete": ("textures/base_floor/concrete.jpg", 192),
+}
+
+
+@cache
+def _tile(category: str) -> np.ndarray:
+    """One repeat of the category's texture, float RGB [0, 1]."""
+    if not ARCHIVE.is_file():
+        raise SystemExit(f"{ARCHIVE} not found: apt-get install openarena-081-textures")
+    member, side = TEXTURES[category]
+    with zipfile.ZipFile(ARCHIVE) as archive:
+        image = Image.open(io.BytesIO(archive.read(member))).convert("RGB")
+    return np.asarray(image.resize((side, side), Image.Resampling.LANCZOS), dtype=np.float64) / 255.0
+
+
+def tiled_window(category: str, split: str, size: int, rng: np.random.Generator) -> np.ndarray:
+    """A `size` px window at a random offset of the repeated texture; `split` is ignored (it repeats)."""
+    tile = _tile(category)
+    side = tile.shape[0]
+    reps = size // side + 2
+    canvas = np.tile(tile, (reps, reps, 1))
+    top, left = (int(v) for v in rng.integers(0, side, 2))
+    window = canvas[top : top + size, left : left + size]
+    return np.clip(window * rng.uniform(0.97, 1.03), 0.0, 1.0)
+
+
+if __name__ == "__main__":
+    devsuite_data.generate_devsuite(
+        Path("data/devsuite_tiled"), tuple(TEXTURES), devsuite_data.HIRES_SPEC, normal=tiled_window
+    )
