@@ -60,6 +60,4 @@ def tiled_window(category: str, split: str, size: int, rng: np.random.Generator)
 
 
 if __name__ == "__main__":
-    devsuite_data.generate_devsuite(
-        Path("data/devsuite_tiled"), tuple(TEXTURES), devsuite_data.HIRES_SPEC, normal=tiled_window
-    )
+    devsuite_data.generate_devsuite(Path("data/devsuite_tiled"), tuple(TEXTURES), devsuite_data.HIRES_SPEC, normal=tiled_window)
