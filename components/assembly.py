@@ -29,6 +29,7 @@ class _ScoreSection(Protocol):
     reduction: Any
     topk_fraction: float
     image_distances: Any
+    tile_size: int
 
 
 def reconstruction_loss(loss: LossConfig) -> ReconstructionLoss:
@@ -120,5 +121,11 @@ def scoring_settings(score: _ScoreSection, ssim_window: int) -> ScoringSettings:
     from components.scoring import ScoringSettings
 
     return ScoringSettings(
-        score.distance, score.smoothing_sigma, score.reduction, score.topk_fraction, ssim_window, tuple(score.image_distances)
+        score.distance,
+        score.smoothing_sigma,
+        score.reduction,
+        score.topk_fraction,
+        ssim_window,
+        tuple(score.image_distances),
+        score.tile_size,
     )

@@ -190,6 +190,12 @@ class ScoreConfig(_Section):
     )
     threshold_confidence: float = Field(default=0.99, gt=0.0, lt=1.0, description="the tolerance bound's confidence")
     pixel_threshold_quantile: float = Field(gt=0.0, le=1.0)
+    tile_size: Side = Field(
+        default=0,
+        ge=0,
+        le=1024,
+        description="run both networks on overlapping tiles of this side (a multiple of 16), the crops they learned on; 0 = whole images",
+    )
 
     @field_validator("image_distances")
     @classmethod

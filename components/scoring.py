@@ -29,6 +29,9 @@ class ScoringSettings:
     image_distances: tuple[str, ...] = ()
     """The OE-SDN distances whose image scores, standardised on the validation normals, make the
     image score (`ImageScoreCalibration`); empty, or `distance` alone, means the map's own reduction."""
+    tile_size: int = 0
+    """Both networks run on overlapping tiles of this side, the context they were trained on
+    (`components/models/oesdn/tiling.py`); 0 runs them on whole images."""
 
     @property
     def calibrated(self) -> bool:

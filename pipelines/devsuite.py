@@ -67,7 +67,10 @@ def training_key(params: Params) -> str:
     dumped = params.model_dump(mode="json")
     dumped["data"].pop("root")
     sections = TRAINING_SECTIONS + (("score",) if params.sdn.candidates else ())
-    return hashlib.sha256(json.dumps({k: dumped[k] for k in sections}, sort_keys=True).encode()).hexdigest()[:12]
+    keyed = {k: dumped[k] for k in sections}
+    if params.score.tile_size:  # the SDN's targets are the tiled AE's outputs (unset: earlier keys hold)
+        keyed["tile_size"] = params.score.tile_size
+    return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def run_key(params: Params) -> str:

@@ -40,6 +40,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     params["tracking"]["enabled"] = False
     for section in ("ae", "sdn"):
         params[section]["epochs"] = 1  # scores must match evaluate's, whatever the model's quality
+    params["score"]["tile_size"] = 16  # the networks run on tiles of their 16 px training crops
     write_params(root / "params.yaml", params)
     ok("--no-progress", "generate", cwd=root)
     for stage in ("prepare", "train-ae", "train-sdn", "evaluate"):
@@ -163,6 +164,7 @@ def test_onnx_export_matches_torch_within_1e_4(project: Path, tmp_path: Path) ->
     assert meta["image_threshold"] == model.info.image_threshold and meta["pixel_threshold"] == model.info.pixel_threshold
     assert meta["preprocessing"]["image_size"] == model.info.preprocessing.image_size
     assert meta["model"]["name"] == "models/brick" and meta["model"]["version"].startswith("local-")
+    assert model.info.scoring.tile_size == 16  # the bundle runs its networks on tiles, as evaluate did
     assert model.info.image_calibration is not None  # the default image score: squared and ssim, standardised
     assert meta["image_calibration"]["distances"] == ["squared", "ssim"] == list(model.info.image_calibration.distances)
 

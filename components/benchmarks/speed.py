@@ -33,6 +33,7 @@ from components.config import Params
 from components.data.images import load_image
 from components.models.oesdn.detector import OESDNDetector
 from components.models.oesdn.objectives import AutoencoderObjective
+from components.models.oesdn.tiling import tiled_forward
 from components.runtime import autocast, prepare_module, seed_everything, to_device, to_float
 from components.scoring import ImageScoreCalibration, ScoringSettings, l2_residual_map, reduce_maps, smooth_maps
 
@@ -105,7 +106,8 @@ class AEResidual(nn.Module):
         self.settings = settings
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        maps = smooth_maps(l2_residual_map(images, self.ae(images)), self.settings.smoothing_sigma)
+        ae_output = tiled_forward(self.ae, images, self.settings.tile_size)
+        maps = smooth_maps(l2_residual_map(images, ae_output), self.settings.smoothing_sigma)
         return maps, reduce_maps(maps, self.settings.reduction, self.settings.topk_fraction)
 
 

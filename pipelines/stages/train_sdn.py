@@ -12,6 +12,7 @@ from torch import nn
 
 from components import assembly
 from components.models.oesdn.persistence import load_network
+from components.models.oesdn.tiling import Tiled
 from components.runtime import batched_inference, select_device, to_float
 from components.training import FitResult
 from pipelines.context import StageContext
@@ -25,9 +26,10 @@ def run(ctx: StageContext) -> None:
     device = select_device(ctx.device)
     autoencoder, _ = load_network(ctx.layout.network(ctx.category, "ae"), "ae")
     train, val = to_float(data.train), to_float(data.val)
+    teacher = Tiled(autoencoder, params.score.tile_size)  # f_AE(x) as the detector computes it
     with torch.no_grad():
-        train_targets = batched_inference(autoencoder, train, params.sdn.batch_size, device)
-        val_targets = batched_inference(autoencoder, val, params.sdn.batch_size, device)
+        train_targets = batched_inference(teacher, train, params.sdn.batch_size, device)
+        val_targets = batched_inference(teacher, val, params.sdn.batch_size, device)
     provenance = ctx.provenance(("data", "loss", "ae", "sdn", "score"), data_hash)
     candidates = params.sdn.candidate_settings()
     trained: dict[str, tuple[nn.Module, FitResult, dict[str, Any]]] = {}

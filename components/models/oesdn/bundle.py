@@ -80,7 +80,8 @@ class BundleInfo:
         """Identifies the AE/SDN pair and how it scores: equal ids mean an identical model."""
         from components.provenance import fingerprint
 
-        scoring = {k: v for k, v in asdict(self.scoring).items() if k != "image_distances" or v}  # older bundles' ids hold
+        later_fields = ("image_distances", "tile_size")  # left out while unset, so older bundles' ids hold
+        scoring = {k: v for k, v in asdict(self.scoring).items() if k not in later_fields or v}
         parts = [self.network_sha256, asdict(self.preprocessing), scoring, self.image_threshold]
         if self.image_calibration is not None:
             parts.append(asdict(self.image_calibration))

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from components.models.oesdn.tiling import tiled_forward
 from components.runtime import autocast, evaluation_mode, prepare_module, to_device, to_float
 from components.scoring import (
     METHODS,
@@ -47,19 +48,24 @@ class OESDNDetector(nn.Module):
 
     def anomaly_maps(self, images: torch.Tensor) -> torch.Tensor:
         """OE-SDN's smoothed (N, H, W) maps for images in [0, 1]."""
-        return self._map(self.sdn(images), self.ae(images), self.settings.distance)
+        return self._map(*self.network_outputs(images), self.settings.distance)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """OE-SDN only: (anomaly maps (N, H, W), image scores (N,)) for images in [0, 1]."""
-        sdn_output, ae_output = self.sdn(images), self.ae(images)
+        sdn_output, ae_output = self.network_outputs(images)
         maps = self._map(sdn_output, ae_output, self.settings.distance)
         return maps, self.image_scores(maps, sdn_output, ae_output)
 
     def all_method_maps(self, images: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """Maps of OE-SDN and both AE baselines from one pass of each network, and OE-SDN's scores."""
-        sdn_output, ae_output = self.sdn(images), self.ae(images)
+        sdn_output, ae_output = self.network_outputs(images)
         maps = method_maps(images, ae_output, sdn_output, self.settings)
         return maps, self.image_scores(maps["oe_sdn"], sdn_output, ae_output)
+
+    def network_outputs(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(f_OS(x), f_AE(x)), each network run on tiles of `settings.tile_size` (0: whole images)."""
+        tile = self.settings.tile_size
+        return tiled_forward(self.sdn, images, tile), tiled_forward(self.ae, images, tile)
 
     def image_scores(self, maps: torch.Tensor, sdn_output: torch.Tensor, ae_output: torch.Tensor) -> torch.Tensor:
         """(N,) image scores: the map's reduction, or with a calibration the standardised mean of
@@ -110,7 +116,7 @@ def calibrate(detector: OESDNDetector, val_images: np.ndarray, batch_size: int, 
     distances = tuple(settings.image_distances)
     rows = []
     for batch in _device_batches(detector, val_images, batch_size, device):
-        sdn_output, ae_output = detector.sdn(batch), detector.ae(batch)
+        sdn_output, ae_output = detector.network_outputs(batch)
         maps = detector._map(sdn_output, ae_output, settings.distance)
         rows.append(detector.distance_scores(maps, sdn_output, ae_output, distances).float().cpu())
     if not rows:
