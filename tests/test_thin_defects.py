@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from components.benchmarks.devsuite_data import DevSuiteSpec, defect_types, generate_category
+from components.benchmarks.devsuite_data import DevSuiteSpec, defect_types, generate_category, generate_devsuite
 from components.benchmarks.thin_defects import MIN_PIXELS, THIN_DEFECTS, apply_thin_defect
 from components.data.layout import build_manifest
 from components.data.synthetic import MASK_TOLERANCE
@@ -86,3 +86,23 @@ def test_a_given_source_of_good_parts_replaces_the_suites_and_keeps_its_defects(
     assert mask.any() and (hairline[~mask] == 128).all(), "the defect is the suite's, inside its mask only"
     with pytest.raises(ValueError, match="unknown development-suite category 'slate'"):
         generate_category(tmp_path / "b", "slate", spec, progress=False)
+
+
+def test_an_interrupted_category_is_rebuilt_not_taken_for_finished(tmp_path: Path) -> None:
+    """A run stopped half-way (Ctrl-C, a killed job) must not leave a folder the next run skips."""
+    spec = DevSuiteSpec(image_size=32, train_count=4, test_good_count=1, test_per_defect=1, thin_defects=True)
+    calls = 0
+
+    def dies_on_the_third(category: str, split: str, size: int, rng: np.random.Generator) -> np.ndarray:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise KeyboardInterrupt
+        return np.full((size, size, 3), 0.5)
+
+    with pytest.raises(KeyboardInterrupt):
+        generate_devsuite(tmp_path, ("slate",), spec, progress=False, normal=dies_on_the_third)
+    assert not (tmp_path / "slate").exists()
+    (folder,) = generate_devsuite(tmp_path, ("slate",), spec, progress=False, normal=dies_on_the_third)
+    assert len(list((folder / "train" / "good").glob("*.png"))) == 4
+    assert [p.name for p in tmp_path.iterdir()] == ["slate"]  # no partial folder left behind

@@ -18,6 +18,7 @@ layout is MVTec AD's, so the suite runs through the pipeline's own stages.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
@@ -161,11 +162,15 @@ def generate_category(
     """Write one category in MVTec AD layout under `root/category`; byte-identical for a spec.
 
     `normal` replaces the suite's good parts (the one-off check sets under `benchmarks/` use it);
-    the defects, their masks and the random streams stay the suite's.
+    the defects, their masks and the random streams stay the suite's. The images are written to a
+    hidden `.<category>.partial` folder renamed into place when complete, so an interrupted run
+    never leaves a half-written category that a later run would take for a finished one.
     """
     if normal is None and category not in CATEGORIES:
         raise ValueError(f"unknown development-suite category {category!r}; choose from {list(CATEGORIES)}")
-    folder = Path(root) / category
+    target = Path(root) / category
+    folder = Path(root) / f".{category}.partial"
+    shutil.rmtree(folder, ignore_errors=True)
     jobs: list[tuple[str, str | None, int]] = [("train", None, i) for i in range(spec.train_count)]
     jobs += [("test", None, i) for i in range(spec.test_good_count)]
     jobs += [("test", d, i) for d in defect_types(category, spec.thin_defects) for i in range(spec.test_per_defect)]
@@ -183,7 +188,9 @@ def generate_category(
             image, mask = synthetic._apply_defect(clean, defect, rng, context)
         _save(image, folder / "test" / defect / name)
         _save(mask, folder / "ground_truth" / defect / f"{index:03d}_mask.png")
-    return folder
+    shutil.rmtree(target, ignore_errors=True)
+    folder.rename(target)
+    return target
 
 
 def generate_devsuite(
@@ -193,11 +200,12 @@ def generate_devsuite(
     progress: bool = True,
     normal: NormalSource | None = None,
 ) -> list[Path]:
-    """Write every requested category (skipping one whose folder already exists)."""
+    """Write every requested category (skipping one whose folder already exists: only a complete
+    category gets one, see `generate_category`)."""
     spec = spec or DevSuiteSpec()
     written = []
     for category in categories:
-        if (Path(root) / category / "train" / "good").is_dir():
+        if (Path(root) / category).is_dir():
             written.append(Path(root) / category)
             continue
         written.append(generate_category(root, category, spec, progress, normal))
