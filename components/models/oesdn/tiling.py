@@ -51,13 +51,9 @@ def tiled_forward(network: nn.Module, images: torch.Tensor, tile: int) -> torch.
         dim=1,
     )
     weight = blend_window(tile_h, tile_w, images.device)
-    total = weights = None
-    for index, (top, left) in enumerate(offsets):
-        padding = (left, width - left - tile_w, top, height - top - tile_h)
-        placed = functional.pad(outputs[:, index].float() * weight, padding)
-        placed_weight = functional.pad(weight, padding)
-        total = placed if total is None else total + placed
-        weights = placed_weight if weights is None else weights + placed_weight
+    paddings = [(left, width - left - tile_w, top, height - top - tile_h) for top, left in offsets]
+    total = sum(functional.pad(outputs[:, index].float() * weight, padding) for index, padding in enumerate(paddings))
+    weights = sum(functional.pad(weight, padding) for padding in paddings)
     return (total / weights).to(outputs.dtype)
 
 
