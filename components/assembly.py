@@ -30,6 +30,7 @@ class _ScoreSection(Protocol):
     topk_fraction: float
     image_distances: Any
     tile_size: int
+    difference_sigmas: Any
 
 
 def reconstruction_loss(loss: LossConfig) -> ReconstructionLoss:
@@ -117,7 +118,8 @@ def image_threshold_rule(score: ScoreConfig) -> ImageThresholdRule:
     return ImageThresholdRule(score.threshold_rule, score.image_threshold_quantile, score.threshold_confidence)
 
 
-def scoring_settings(score: _ScoreSection, ssim_window: int) -> ScoringSettings:
+def scoring_settings(score: _ScoreSection, ssim_window: int, difference_sigma: float | None = None) -> ScoringSettings:
+    """The detector's scoring; `difference_sigma` picks one of `score.difference_sigmas` (default: the first)."""
     from components.scoring import ScoringSettings
 
     return ScoringSettings(
@@ -128,4 +130,5 @@ def scoring_settings(score: _ScoreSection, ssim_window: int) -> ScoringSettings:
         ssim_window,
         tuple(score.image_distances),
         score.tile_size,
+        float(score.difference_sigmas[0] if difference_sigma is None else difference_sigma),
     )

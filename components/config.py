@@ -175,6 +175,12 @@ def _short(value: Any) -> str:
 class ScoreConfig(_Section):
     distance: Literal["squared", "absolute", "ssim", "mse_dssim"]
     smoothing_sigma: float = Field(ge=0.0, le=32.0, description="Gaussian smoothing of maps; 0 disables it")
+    difference_sigmas: list[float] = Field(
+        default=[0.0],
+        min_length=1,
+        description="Gaussian blur of f_OS(x) - f_AE(x) before a squared or absolute distance (0 = off); "
+        "with several, evaluate keeps per category the one best on the label-free check",
+    )
     reduction: Literal["mean", "max", "topk_mean"]
     topk_fraction: float = Field(gt=0.0, le=1.0)
     image_distances: list[Literal["squared", "absolute", "ssim", "mse_dssim"]] = Field(
@@ -202,6 +208,20 @@ class ScoreConfig(_Section):
     def _distinct_distances(cls, value: list[str]) -> list[str]:
         if len(set(value)) != len(value):
             raise ValueError(f"each distance at most once, got {value}")
+        return value
+
+    @field_validator("difference_sigmas", mode="before")
+    @classmethod
+    def _sigma_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, int | float) else value
+
+    @field_validator("difference_sigmas")
+    @classmethod
+    def _distinct_sigmas(cls, value: list[float]) -> list[float]:
+        if any(not 0.0 <= sigma <= 32.0 for sigma in value):
+            raise ValueError(f"each sigma must lie in [0, 32], got {value}")
+        if len(set(value)) != len(value):
+            raise ValueError(f"each sigma at most once, got {value}")
         return value
 
 

@@ -32,6 +32,9 @@ class ScoringSettings:
     tile_size: int = 0
     """Both networks run on overlapping tiles of this side, the context they were trained on
     (`components/models/oesdn/tiling.py`); 0 runs them on whole images."""
+    difference_sigma: float = 0.0
+    """Gaussian blur of f_OS(x) - f_AE(x), per channel, before the squared or absolute distance
+    (`oe_sdn_map`); 0 = off."""
 
     @property
     def calibrated(self) -> bool:
@@ -40,7 +43,11 @@ class ScoringSettings:
 
 
 def oe_sdn_map(
-    sdn_output: torch.Tensor, ae_output: torch.Tensor, distance: str = "squared", ssim_window: int = 7
+    sdn_output: torch.Tensor,
+    ae_output: torch.Tensor,
+    distance: str = "squared",
+    ssim_window: int = 7,
+    difference_sigma: float = 0.0,
 ) -> torch.Tensor:
     """Where the AE changed content, not just style: f_OS(x) vs f_AE(x), averaged over channels.
 
@@ -50,8 +57,12 @@ def oe_sdn_map(
     local structure as well as intensity: a benign global shift in brightness or texture moves
     every pixel of f_OS(x) - f_AE(x) a little, which squared differences add up, while SSIM
     discounts a shared change of local mean and contrast.
+
+    `difference_sigma` blurs the signed difference before it is squared: on a stochastic texture
+    the SDN reproduces grain the AE cannot, a zero-mean difference that the blur averages out,
+    while a stain, hole or foreign patch the SDN copies shifts the local mean and survives it.
     """
-    difference = sdn_output.float() - ae_output.float()
+    difference = gaussian_blur(sdn_output.float() - ae_output.float(), difference_sigma)
     if distance == "squared":
         return difference.pow(2).mean(dim=1)
     if distance == "absolute":
@@ -74,13 +85,18 @@ def ssim_residual_map(images: torch.Tensor, ae_output: torch.Tensor, window: int
     return 1.0 - ssim.mean(dim=1)
 
 
+def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Gaussian blur of (N, C, H, W) images, each channel alone, reflecting at the border; sigma 0
+    returns them unchanged."""
+    if sigma <= 0:
+        return images
+    kernel = 2 * max(1, round(3 * sigma)) + 1
+    return kornia.filters.gaussian_blur2d(images, (kernel, kernel), (sigma, sigma), border_type="reflect")
+
+
 def smooth_maps(maps: torch.Tensor, sigma: float) -> torch.Tensor:
     """Gaussian smoothing of (N, H, W) maps; sigma 0 returns them unchanged."""
-    if sigma <= 0:
-        return maps
-    kernel = 2 * max(1, round(3 * sigma)) + 1
-    smoothed = kornia.filters.gaussian_blur2d(maps[:, None], (kernel, kernel), (sigma, sigma), border_type="reflect")
-    return smoothed[:, 0]
+    return gaussian_blur(maps[:, None], sigma)[:, 0]
 
 
 def reduce_maps(maps: torch.Tensor, reduction: Reduction, topk_fraction: float) -> torch.Tensor:
@@ -101,7 +117,7 @@ def method_maps(
 ) -> dict[str, torch.Tensor]:
     """Smoothed (N, H, W) maps of every method in `METHODS` for one batch."""
     raw = {
-        "oe_sdn": oe_sdn_map(sdn_output, ae_output, settings.distance, settings.ssim_window),
+        "oe_sdn": oe_sdn_map(sdn_output, ae_output, settings.distance, settings.ssim_window, settings.difference_sigma),
         "ae_l2": l2_residual_map(images, ae_output),
         "ae_ssim": ssim_residual_map(images, ae_output, settings.ssim_window),
     }

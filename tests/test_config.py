@@ -33,6 +33,9 @@ def test_project_params_are_valid(project_params, tmp_path: Path) -> None:
         ("score", "image_distances", ["squared", "squared"], "score.image_distances"),
         ("score", "image_distances", [], "score.image_distances"),
         ("score", "image_distances", ["cosine"], "score.image_distances"),
+        ("score", "difference_sigmas", [0, 0.0], "score.difference_sigmas"),
+        ("score", "difference_sigmas", [-1.0], "score.difference_sigmas"),
+        ("score", "difference_sigmas", [], "score.difference_sigmas"),
     ],
 )
 def test_bad_values_name_their_key(project_params, tmp_path: Path, section, key, value, named) -> None:
@@ -41,6 +44,11 @@ def test_bad_values_name_their_key(project_params, tmp_path: Path, section, key,
     with pytest.raises(ConfigError) as error:
         load_params(write_params(tmp_path / "params.yaml", params))
     assert named in str(error.value)
+
+
+def test_one_difference_sigma_may_be_written_without_a_list(project_params, tmp_path: Path) -> None:
+    project_params["score"]["difference_sigmas"] = 2
+    assert load_params(write_params(tmp_path / "params.yaml", project_params)).score.difference_sigmas == [2.0]
 
 
 def test_oer_without_transforms_is_rejected(project_params, tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from components.evaluation import ImageThresholdRule, evaluate_method, upsample_
 from components.metrics import lognormal_tail_threshold, lognormal_tolerance_threshold, operating_point, pixel_auroc
 from components.models.oesdn.outlier_exposure import LOCAL_TRANSFORMS, AuxSettings, blob_masks, make_aux_batch, oer_pair
 from components.scoring import ScoringSettings
-from components.selection import candidate_figures, choose_candidate
+from components.selection import SIGMA_MARGIN, candidate_figures, choose_candidate
 from tests.conftest import write_params
 
 OESDN = str(Path(__file__).resolve().parents[1] / ".venv" / "bin" / "oesdn")
@@ -186,8 +186,10 @@ def test_label_free_choice_picks_the_candidate_that_finds_pasted_defects() -> No
 
 
 def test_train_sdn_with_candidates_keeps_the_label_free_winner(tmp_path: Path, tiny) -> None:
-    """Through the CLI: two candidates are trained, both figures are recorded, one is kept."""
+    """Through the CLI: two candidates are trained, both figures are recorded, one is kept; evaluate
+    then picks the difference blur the same way, records both figures and scores with the winner."""
     tiny["sdn"]["candidates"] = [{"aux_transforms": ["foreign_patch", "noise_patch"]}, {"lambda_oer": 0.0}]
+    tiny["score"]["difference_sigmas"] = [0.0, 2.0]
     write_params(tmp_path / "params.yaml", tiny)
     for command in (["generate"], ["prepare", "--category", "brick"], ["train-ae", "--category", "brick"]):
         subprocess.run([OESDN, "--no-progress", *command], cwd=tmp_path, check=True, capture_output=True)
@@ -207,4 +209,10 @@ def test_train_sdn_with_candidates_keeps_the_label_free_winner(tmp_path: Path, t
     for method in ("oe_sdn", "ae_l2", "ae_ssim"):
         assert {"false_alarm_rate", "recall", "synthetic_pixel_auroc", "synthetic_image_auroc"} <= set(metrics[method])
         assert any(key.startswith("recall.") for key in metrics[method])
-    assert evaluated.returncode == 0
+    assert evaluated.stdout.count("difference_sigma") == 2 and "<- chosen" in evaluated.stdout
+    choice = json.loads((tmp_path / "evaluations" / "brick.json").read_text())["difference_sigma_choice"]
+    pixel = {float(name): c["synthetic_pixel_auroc"] for name, c in choice["candidates"].items()}
+    assert set(pixel) == {0.0, 2.0}
+    assert choice["chosen"] == (2.0 if pixel[2.0] > pixel[0.0] + SIGMA_MARGIN else 0.0)
+    bundle = json.loads((tmp_path / "models" / "brick" / "bundle.json").read_text())
+    assert bundle["scoring"]["difference_sigma"] == choice["chosen"]

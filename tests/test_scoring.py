@@ -32,6 +32,25 @@ def test_oe_sdn_map_is_channel_mean_absolute_difference() -> None:
         oe_sdn_map(sdn, ae, "cosine")
 
 
+def test_difference_blur_averages_out_grain_but_keeps_a_patch() -> None:
+    """`difference_sigma`: a zero-mean checkerboard (texture grain the AE cannot copy) fades under
+    the blur, a 12 px patch of the same amplitude (a stain the SDN copies) keeps its energy."""
+    ae = torch.zeros(1, 3, 32, 32)
+    grain = torch.full_like(ae, 0.2)
+    grain[..., ::2, ::2] = -0.2
+    grain[..., 1::2, 1::2] = -0.2
+    patch = torch.zeros_like(ae)
+    patch[..., 10:22, 10:22] = 0.2
+    for distance in ("squared", "absolute"):
+        sharp_grain, sharp_patch = oe_sdn_map(grain, ae, distance), oe_sdn_map(patch, ae, distance)
+        assert sharp_grain.max() == pytest.approx(sharp_patch.max())
+        blurred_grain = oe_sdn_map(grain, ae, distance, difference_sigma=2.0)
+        blurred_patch = oe_sdn_map(patch, ae, distance, difference_sigma=2.0)
+        assert blurred_grain.max() < 0.05 * sharp_grain.max()
+        assert blurred_patch[0, 16, 16] > 0.9 * sharp_patch[0, 16, 16]
+    assert torch.equal(oe_sdn_map(patch, ae, "ssim", difference_sigma=2.0), oe_sdn_map(patch, ae, "ssim"))
+
+
 def test_l2_residual_is_channel_mean_squared_error() -> None:
     x = torch.zeros(1, 2, 2, 2)
     x[0, 0, 1, 1] = 0.5

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING, Any
 
 from components import assembly
 from components.category_evaluation import evaluate_category
@@ -18,6 +19,11 @@ from components.tracking.lineage import PAIR_TAG
 from pipelines.context import StageContext
 from pipelines.stage_logging import track_stage
 
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+    from torch import nn
+
 
 def run(ctx: StageContext) -> None:
     assert ctx.category is not None
@@ -27,8 +33,9 @@ def run(ctx: StageContext) -> None:
     dataset, data = read_dataset_record(prepared_dir, category), load_prepared(prepared_dir)
     ae, _ = load_network(layout.network(category, "ae"), "ae")
     sdn, _ = load_network(layout.network(category, "sdn"), "sdn")
-    detector = OESDNDetector(ae, sdn, assembly.scoring_settings(params.score, params.loss.ssim_window))
-    score = params.score
+    score, device = params.score, select_device(ctx.device)
+    sigma, sigma_choice = chosen_difference_sigma(ctx, ae, sdn, data.val, device)
+    detector = OESDNDetector(ae, sdn, assembly.scoring_settings(score, params.loss.ssim_window, sigma))
     evaluation = evaluate_category(
         category,
         detector,
@@ -38,7 +45,7 @@ def run(ctx: StageContext) -> None:
         params.evaluate.aupro_fpr_limit,
         params.seed,
         params.evaluate.batch_size,
-        select_device(ctx.device),
+        device,
         ctx.progress,
     )
     provenance = ctx.provenance(("data", "loss", "ae", "sdn", "score", "evaluate"), dataset["data_hash"])
@@ -47,7 +54,10 @@ def run(ctx: StageContext) -> None:
         print(f"warning: {warning}")
     artifacts = write_category_reports(category, evaluation, data, score, params.evaluate.panel_rows, reports_dir, stamp)
     write_json_atomic(reports_dir / HEADLINE_NAME, headline(evaluation.metrics))  # what `dvc metrics show` prints
-    write_json_atomic(layout.evaluation(category), evaluation_record(category, evaluation, data, dataset, models_dir, provenance))
+    record = evaluation_record(category, evaluation, data, dataset, models_dir, provenance)
+    if sigma_choice is not None:
+        record["difference_sigma_choice"] = sigma_choice
+    write_json_atomic(layout.evaluation(category), record)
     preprocessing = Preprocessing(int(data.test.shape[-1]), params.data.channels)  # the working side prepare chose
     info = category_bundle_info(
         category, evaluation, data, preprocessing, detector.settings, prepared_dir, models_dir, dataset["data_hash"], provenance
@@ -57,4 +67,24 @@ def run(ctx: StageContext) -> None:
     upstream = [layout.prepared(category), layout.network(category, "ae"), layout.network(category, "sdn")]
     outputs = {**artifacts, layout.evaluation(category): "", models_dir / "bundle.json": ""}
     deps = [layout.relative(p) for p in upstream]
-    track_stage(ctx, "evaluate", provenance, deps, outputs, metrics=evaluation.metrics, extra_tags={PAIR_TAG: info.pair_id})
+    tags = {PAIR_TAG: info.pair_id, "oesdn.difference_sigma": str(sigma)}
+    track_stage(ctx, "evaluate", provenance, deps, outputs, metrics=evaluation.metrics, extra_tags=tags)
+
+
+def chosen_difference_sigma(
+    ctx: StageContext, ae: nn.Module, sdn: nn.Module, val_images: np.ndarray, device: torch.device
+) -> tuple[float, dict[str, Any] | None]:
+    """The `score.difference_sigmas` entry this category scores with, and the record of the choice
+    (None when only one is listed: nothing was chosen)."""
+    params = ctx.params
+    sigmas = params.score.difference_sigmas
+    if len(sigmas) == 1:
+        return float(sigmas[0]), None
+    from components.selection import choose_difference_sigma
+
+    scorings = {float(s): assembly.scoring_settings(params.score, params.loss.ssim_window, s) for s in sigmas}
+    sigma, record = choose_difference_sigma(ae, sdn, scorings, val_images, params.seed, params.evaluate.batch_size, device)
+    for name, figures in record["candidates"].items():
+        mark = "  <- chosen" if float(name) == sigma else ""
+        print(f"{ctx.category}: difference_sigma {name}: synthetic pixel AUROC {figures['synthetic_pixel_auroc']:.4f}{mark}")
+    return sigma, record

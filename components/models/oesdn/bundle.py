@@ -80,7 +80,7 @@ class BundleInfo:
         """Identifies the AE/SDN pair and how it scores: equal ids mean an identical model."""
         from components.provenance import fingerprint
 
-        later_fields = ("image_distances", "tile_size")  # left out while unset, so older bundles' ids hold
+        later_fields = ("image_distances", "tile_size", "difference_sigma")  # left out while unset, so older bundles' ids hold
         scoring = {k: v for k, v in asdict(self.scoring).items() if k not in later_fields or v}
         parts = [self.network_sha256, asdict(self.preprocessing), scoring, self.image_threshold]
         if self.image_calibration is not None:

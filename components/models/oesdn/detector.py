@@ -90,8 +90,9 @@ class OESDNDetector(nn.Module):
         return reduce_maps(maps, settings.reduction, settings.topk_fraction)
 
     def _map(self, sdn_output: torch.Tensor, ae_output: torch.Tensor, distance: str) -> torch.Tensor:
-        raw = oe_sdn_map(sdn_output, ae_output, distance, self.settings.ssim_window)
-        return smooth_maps(raw, self.settings.smoothing_sigma)
+        settings = self.settings
+        raw = oe_sdn_map(sdn_output, ae_output, distance, settings.ssim_window, settings.difference_sigma)
+        return smooth_maps(raw, settings.smoothing_sigma)
 
 
 def _device_batches(
