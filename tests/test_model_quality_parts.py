@@ -15,9 +15,10 @@ from torch import nn
 from components.data.validation_defects import KINDS, MASK_TOLERANCE, defective_copies, paste_defect
 from components.evaluation import ImageThresholdRule, evaluate_method, upsample_maps
 from components.metrics import lognormal_tail_threshold, lognormal_tolerance_threshold, operating_point, pixel_auroc
+from components.models.oesdn.detector import OESDNDetector
 from components.models.oesdn.outlier_exposure import LOCAL_TRANSFORMS, AuxSettings, blob_masks, make_aux_batch, oer_pair
 from components.scoring import ScoringSettings
-from components.selection import SIGMA_MARGIN, candidate_figures, choose_candidate
+from components.selection import SIGMA_MARGIN, candidate_figures, choose_candidate, choose_difference_sigma
 from tests.conftest import write_params
 
 OESDN = str(Path(__file__).resolve().parents[1] / ".venv" / "bin" / "oesdn")
@@ -183,6 +184,27 @@ def test_label_free_choice_picks_the_candidate_that_finds_pasted_defects() -> No
     assert good["synthetic_pixel_auroc"] > 0.9 and useless["synthetic_pixel_auroc"] == pytest.approx(0.5)
     assert choose_candidate({"copies": good, "imitates": useless}) == "copies"
     assert choose_candidate({"imitates": useless, "copies": good}) == "copies"
+
+
+class _GrainyCopy(nn.Module):
+    """An SDN that copies its input and adds fixed zero-mean noise: grain the AE cannot copy."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + 0.15 * torch.randn(x.shape, generator=torch.Generator().manual_seed(1))
+
+
+def test_difference_blur_is_chosen_where_it_averages_out_grain_and_not_otherwise() -> None:
+    rng = np.random.default_rng(0)
+    val = np.full((16, 3, 32, 32), 128, dtype=np.uint8) + rng.integers(0, 3, (16, 3, 32, 32)).astype(np.uint8)
+    scoring = ScoringSettings("squared", 1.0, "topk_mean", 0.02, 7)
+    cpu = torch.device("cpu")
+    grainy, record = choose_difference_sigma(OESDNDetector(_Blur(), _GrainyCopy(), scoring), [0.0, 2.0], val, 0, 8, cpu)
+    figures = {name: c["synthetic_pixel_auroc"] for name, c in record["candidates"].items()}
+    assert grainy == record["chosen"] == 2.0 and figures["2.0"] > figures["0.0"] + SIGMA_MARGIN
+    clean, record = choose_difference_sigma(OESDNDetector(_Blur(), _Copy(), scoring), [0.0, 2.0], val, 0, 8, cpu)
+    assert clean == 0.0 and set(record["candidates"]) == {"0.0", "2.0"}
+    sharp = candidate_figures(_Blur(), _Copy(), scoring, val, 0, 8, cpu)["synthetic_pixel_auroc"]
+    assert record["candidates"]["0.0"]["synthetic_pixel_auroc"] == pytest.approx(sharp, abs=1e-6)
 
 
 def test_train_sdn_with_candidates_keeps_the_label_free_winner(tmp_path: Path, tiny) -> None:

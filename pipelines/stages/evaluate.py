@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +23,6 @@ from pipelines.stage_logging import track_stage
 if TYPE_CHECKING:
     import numpy as np
     import torch
-    from torch import nn
 
 
 def run(ctx: StageContext) -> None:
@@ -34,8 +34,9 @@ def run(ctx: StageContext) -> None:
     ae, _ = load_network(layout.network(category, "ae"), "ae")
     sdn, _ = load_network(layout.network(category, "sdn"), "sdn")
     score, device = params.score, select_device(ctx.device)
-    sigma, sigma_choice = chosen_difference_sigma(ctx, ae, sdn, data.val, device)
-    detector = OESDNDetector(ae, sdn, assembly.scoring_settings(score, params.loss.ssim_window, sigma))
+    detector = OESDNDetector(ae, sdn, assembly.scoring_settings(score, params.loss.ssim_window))
+    sigma, sigma_choice = chosen_difference_sigma(ctx, detector, data.val, device)
+    detector.settings = dataclasses.replace(detector.settings, difference_sigma=sigma)
     evaluation = evaluate_category(
         category,
         detector,
@@ -72,18 +73,17 @@ def run(ctx: StageContext) -> None:
 
 
 def chosen_difference_sigma(
-    ctx: StageContext, ae: nn.Module, sdn: nn.Module, val_images: np.ndarray, device: torch.device
+    ctx: StageContext, detector: OESDNDetector, val_images: np.ndarray, device: torch.device
 ) -> tuple[float, dict[str, Any] | None]:
     """The `score.difference_sigmas` entry this category scores with, and the record of the choice
     (None when only one is listed: nothing was chosen)."""
     params = ctx.params
-    sigmas = params.score.difference_sigmas
+    sigmas = [float(sigma) for sigma in params.score.difference_sigmas]
     if len(sigmas) == 1:
-        return float(sigmas[0]), None
+        return sigmas[0], None
     from components.selection import choose_difference_sigma
 
-    scorings = {float(s): assembly.scoring_settings(params.score, params.loss.ssim_window, s) for s in sigmas}
-    sigma, record = choose_difference_sigma(ae, sdn, scorings, val_images, params.seed, params.evaluate.batch_size, device)
+    sigma, record = choose_difference_sigma(detector, sigmas, val_images, params.seed, params.evaluate.batch_size, device)
     for name, figures in record["candidates"].items():
         mark = "  <- chosen" if float(name) == sigma else ""
         print(f"{ctx.category}: difference_sigma {name}: synthetic pixel AUROC {figures['synthetic_pixel_auroc']:.4f}{mark}")

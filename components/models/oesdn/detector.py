@@ -95,7 +95,7 @@ class OESDNDetector(nn.Module):
         return smooth_maps(raw, settings.smoothing_sigma)
 
 
-def _device_batches(
+def device_batches(
     detector: OESDNDetector, images: np.ndarray, batch_size: int, device: torch.device, progress: bool = False
 ) -> Iterator[torch.Tensor]:
     """uint8 (N, C, H, W) images as float batches on `device`, with the detector in eval mode and
@@ -116,7 +116,7 @@ def calibrate(detector: OESDNDetector, val_images: np.ndarray, batch_size: int, 
         return detector
     distances = tuple(settings.image_distances)
     rows = []
-    for batch in _device_batches(detector, val_images, batch_size, device):
+    for batch in device_batches(detector, val_images, batch_size, device):
         sdn_output, ae_output = detector.network_outputs(batch)
         maps = detector._map(sdn_output, ae_output, settings.distance)
         rows.append(detector.distance_scores(maps, sdn_output, ae_output, distances).float().cpu())
@@ -141,7 +141,7 @@ def score_images(
     """
     maps: dict[str, list[np.ndarray]] = {name: [] for name in methods}
     oe_scores: list[np.ndarray] = []
-    for batch in _device_batches(detector, images, batch_size, device, progress):
+    for batch in device_batches(detector, images, batch_size, device, progress):
         if methods == ("oe_sdn",):
             oe_maps, scores = detector(batch)
             batch_maps = {"oe_sdn": oe_maps}
