@@ -41,6 +41,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for section in ("ae", "sdn"):
         params[section]["epochs"] = 1  # scores must match evaluate's, whatever the model's quality
     params["score"]["tile_size"] = 16  # the networks run on tiles of their 16 px training crops
+    params["score"]["difference_sigmas"] = [2.0]  # the blurred difference must reach predict and ONNX
     write_params(root / "params.yaml", params)
     ok("--no-progress", "generate", cwd=root)
     for stage in ("prepare", "train-ae", "train-sdn", "evaluate"):
