@@ -21,9 +21,12 @@ from components.metrics import pixel_auroc
 from components.models.oesdn.detector import OESDNDetector, calibrate, device_batches, score_images
 from components.scoring import ScoringSettings, oe_sdn_map, smooth_maps
 
-SIGMA_MARGIN = 0.005
+SIGMA_MARGIN = 0.02
 """A blur replaces the first listed `score.difference_sigmas` only if its synthetic pixel AUROC is
-higher by more than this: on the suite the check's sign was right wherever the change was larger."""
+higher by more than this. On the development suite (three seeds of the 256 px suite, the tileable
+textures and the bundled data; seed 0 of the 128 px suite), where the blur raised the check by over
+0.02 (rock, grass, gravel, planks; rivets on two seeds) the real maps gained or held; its gains of
+0.008-0.013 (fabric, ihc) came with real losses, the largest 0.06 image AUROC on 128 px ihc."""
 
 FIGURES = ("synthetic_pixel_auroc", "synthetic_image_auroc")
 
