@@ -88,10 +88,11 @@ def ending_lines(project: Path, results: dict[str, dict[str, Any]], image_quanti
 
     One line each: the registered version of `<prefix><category>` and the promotion decision, OE-SDN's pixel and image
     AUROC beside the best baseline's, false alarms on good test parts and recall, and the page to
-    open; then a warning line where a baseline beats the shipped model or the false alarms exceed
-    what the threshold aims at (1 - `score.image_threshold_quantile`).
+    open; a line with the difference blur each category chose, where it chose one; then a warning
+    line where a baseline beats the shipped model or the false alarms exceed what the threshold aims
+    at (1 - `score.image_threshold_quantile`).
     """
-    lines, warnings = [], []
+    lines, warnings, blurs = [], [], []
     layout = ProjectLayout(project)
     for category, result in results.items():
         registration = result["registration"]
@@ -102,8 +103,10 @@ def ending_lines(project: Path, results: dict[str, dict[str, Any]], image_quanti
                 f"{category}: {registration['model_name']} v{registration['version']} {decision} (no evaluation record found)"
             )
             continue
-        metrics = json.loads(layout.evaluation(category).read_text())["metrics"]
-        ours = metrics["oe_sdn"]
+        record = json.loads(layout.evaluation(category).read_text())
+        metrics, ours = record["metrics"], record["metrics"]["oe_sdn"]
+        if "difference_sigma_choice" in record:
+            blurs.append(f"{category} σ {record['difference_sigma_choice']['chosen']:g}")
         figures = []
         for key, label in (("pixel_auroc", "pixel"), ("image_auroc", "image")):
             best = max(
@@ -122,6 +125,8 @@ def ending_lines(project: Path, results: dict[str, dict[str, Any]], image_quanti
                 f"warning: {category}: the threshold flags {_percent(alarms)} of good test parts, aiming at {_percent(1 - image_quantile)}"
             )
         lines.append(f"{category}: v{registration['version']} {decision} | " + " | ".join(figures))
+    if blurs:
+        lines.append("difference blur chosen on the label-free check: " + ", ".join(blurs))
     pages = layout.relative(layout.reports("<category>") / "index.html")
     return [*lines, *warnings, f"look at: {pages} (one page per category), {layout.relative(layout.summary_md)}"]
 

@@ -351,7 +351,8 @@ def test_the_end_of_oesdn_run_states_the_operating_point_and_warns(tmp_path: Pat
         "ae_ssim": {"pixel_auroc": 0.976, "image_auroc": 0.888, "false_alarm_rate": 0.0, "recall": 0.6},
     }
     (tmp_path / "evaluations").mkdir()
-    (tmp_path / "evaluations" / "brick.json").write_text(json.dumps({"metrics": metrics}))
+    choice = {"chosen": 2.0, "candidates": {"0.0": {"synthetic_pixel_auroc": 0.65}, "2.0": {"synthetic_pixel_auroc": 0.74}}}
+    (tmp_path / "evaluations" / "brick.json").write_text(json.dumps({"metrics": metrics, "difference_sigma_choice": choice}))
     registration = {
         "model_name": "oesdn-brick",
         "version": "3",
@@ -361,6 +362,7 @@ def test_the_end_of_oesdn_run_states_the_operating_point_and_warns(tmp_path: Pat
     assert lines[0] == (
         "brick: v3 first_champion | pixel 0.979 (AE-L2 0.976) | image 0.782 (AE-SSIM 0.888) | false alarms 44 % | recall 79 %"
     )
+    assert lines[1] == "difference blur chosen on the label-free check: brick σ 2"
     assert "warning: brick: AE-SSIM beats the shipped OE-SDN on image AUROC" in lines
     assert "warning: brick: the threshold flags 44 % of good test parts, aiming at 1 %" in lines
     assert (
