@@ -175,7 +175,7 @@ def _short(value: Any) -> str:
 class ScoreConfig(_Section):
     distance: Literal["squared", "absolute", "ssim", "mse_dssim"]
     smoothing_sigma: float = Field(ge=0.0, le=32.0, description="Gaussian smoothing of maps; 0 disables it")
-    difference_sigmas: list[float] = Field(
+    difference_sigmas: list[Annotated[float, Field(ge=0.0, le=32.0)]] = Field(
         default=[0.0],
         min_length=1,
         description="Gaussian blur of f_OS(x) - f_AE(x) before a squared or absolute distance (0 = off); "
@@ -218,8 +218,6 @@ class ScoreConfig(_Section):
     @field_validator("difference_sigmas")
     @classmethod
     def _distinct_sigmas(cls, value: list[float]) -> list[float]:
-        if any(not 0.0 <= sigma <= 32.0 for sigma in value):
-            raise ValueError(f"each sigma must lie in [0, 32], got {value}")
         if len(set(value)) != len(value):
             raise ValueError(f"each sigma at most once, got {value}")
         return value

@@ -151,11 +151,16 @@ def synthetic_check(
     pasted pixels in the copies and the normals together.
     """
     labels = np.concatenate([np.zeros(len(val_scores)), np.ones(len(defect_scores))]).astype(np.int64)
-    masks = np.concatenate([np.zeros((len(val_maps), *defect_masks.shape[1:]), dtype=bool), defect_masks])
     return {
         "synthetic_image_auroc": image_auroc(labels, np.concatenate([val_scores, defect_scores])),
-        "synthetic_pixel_auroc": pixel_auroc(masks, np.concatenate([val_maps, defect_maps])),
+        "synthetic_pixel_auroc": synthetic_pixel_auroc(val_maps, defect_maps, defect_masks),
     }
+
+
+def synthetic_pixel_auroc(val_maps: np.ndarray, defect_maps: np.ndarray, defect_masks: np.ndarray) -> float:
+    """Pixel AUROC of the pasted pixels among the validation normals' maps and their copies' maps."""
+    masks = np.concatenate([np.zeros((len(val_maps), *defect_masks.shape[1:]), dtype=bool), defect_masks])
+    return pixel_auroc(masks, np.concatenate([val_maps, defect_maps]))
 
 
 def primary_metric_on_manifest(model: BundleModel, manifest: pd.DataFrame, metric: str, batch_size: int = 32) -> float:

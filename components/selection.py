@@ -17,7 +17,7 @@ from torch import nn
 
 from components.category_evaluation import label_free_check
 from components.data.validation_defects import defective_copies
-from components.metrics import pixel_auroc
+from components.evaluation import synthetic_pixel_auroc
 from components.models.oesdn.detector import OESDNDetector, calibrate, device_batches, score_images
 from components.scoring import ScoringSettings, oe_sdn_map, smooth_maps
 
@@ -85,7 +85,6 @@ def choose_difference_sigma(
         raise ValueError("no difference_sigmas to choose from")
     defective, masks, _ = defective_copies(val_images, seed)
     images = np.concatenate([val_images, defective])
-    truth = np.concatenate([np.zeros_like(masks), masks])
     settings = detector.settings
     maps: dict[float, list[np.ndarray]] = {sigma: [] for sigma in sigmas}
     for batch in device_batches(detector, images, batch_size, device):
@@ -93,7 +92,11 @@ def choose_difference_sigma(
         for sigma, chunks in maps.items():
             raw = oe_sdn_map(sdn_output, ae_output, settings.distance, settings.ssim_window, sigma)
             chunks.append(smooth_maps(raw, settings.smoothing_sigma).float().cpu().numpy())
-    figures = {sigma: pixel_auroc(truth, np.concatenate(chunks)) for sigma, chunks in maps.items()}
+    split = len(val_images)
+    figures = {}
+    for sigma, chunks in maps.items():
+        stacked = np.concatenate(chunks)
+        figures[sigma] = synthetic_pixel_auroc(stacked[:split], stacked[split:], masks)
     first = sigmas[0]
     best = max(figures, key=figures.__getitem__)
     chosen = best if figures[best] - figures[first] > SIGMA_MARGIN else first
