@@ -29,6 +29,8 @@ class CategoryEvaluation:
     warnings: list[str] = field(default_factory=list)
     calibration: ImageScoreCalibration | None = None
     """OE-SDN's image-score calibration, fitted on the validation normals (None: the map's reduction)."""
+    map_scales: tuple[float, ...] | None = None
+    """The multi-scale map's scales, fitted on the validation normals (None: a single blur's map)."""
 
     @property
     def metrics(self) -> dict[str, dict[str, float | None]]:
@@ -103,6 +105,6 @@ def evaluate_category(
         )
         result.metrics.update(check[name])
         results[name] = result
-    evaluation = CategoryEvaluation(results, test, calibration=detector.calibration)
+    evaluation = CategoryEvaluation(results, test, calibration=detector.calibration, map_scales=detector.map_scales)
     evaluation.warnings.extend(check_warnings(category, evaluation.metrics))
     return evaluation

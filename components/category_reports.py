@@ -121,6 +121,7 @@ def category_bundle_info(
         network_sha256=network_hashes(models_dir),
         provenance=provenance,
         image_calibration=evaluation.calibration,
+        map_scales=evaluation.map_scales,
     )
 
 

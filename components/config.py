@@ -181,6 +181,11 @@ class ScoreConfig(_Section):
         description="Gaussian blur of f_OS(x) - f_AE(x) before a squared or absolute distance (0 = off); "
         "with several, evaluate keeps per category the one best on the label-free check",
     )
+    multiscale_map: bool = Field(
+        default=True,
+        description="where the sharpest listed difference_sigma is chosen, OE-SDN's pixel map is the larger of every "
+        "listed blur's map, each over its validation 99th percentile (the image score keeps the chosen blur's map)",
+    )
     reduction: Literal["mean", "max", "topk_mean"]
     topk_fraction: float = Field(gt=0.0, le=1.0)
     image_distances: list[Literal["squared", "absolute", "ssim", "mse_dssim"]] = Field(

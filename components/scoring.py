@@ -34,7 +34,11 @@ class ScoringSettings:
     (`components/models/oesdn/tiling.py`); 0 runs them on whole images."""
     difference_sigma: float = 0.0
     """Gaussian blur of f_OS(x) - f_AE(x), per channel, before the squared or absolute distance
-    (`oe_sdn_map`); 0 = off."""
+    (`oe_sdn_map`); 0 = off. The image score always uses this blur's map."""
+    map_sigmas: tuple[float, ...] = ()
+    """With two or more blurs, OE-SDN's pixel map is the larger, per pixel, of the map at each,
+    divided by its `MAP_SCALE_QUANTILE` on the validation normals (`multiscale_map`); empty = the
+    map at `difference_sigma` alone."""
 
     @property
     def calibrated(self) -> bool:
@@ -72,6 +76,22 @@ def oe_sdn_map(
     if distance == "mse_dssim":
         return difference.pow(2).mean(dim=1) + ssim_residual_map(sdn_output, ae_output, ssim_window) / 2
     raise ValueError(f"unknown OE-SDN distance {distance!r}; choose from {list(DISTANCES)}")
+
+
+MAP_SCALE_QUANTILE = 0.99
+"""Each blur's map in a multi-scale map is divided by this quantile of its validation-normal pixels."""
+
+
+def multiscale_map(maps: list[torch.Tensor], scales: tuple[float, ...]) -> torch.Tensor:
+    """The larger, per pixel, of (N, H, W) maps each divided by its scale.
+
+    Why: a sharp map keeps hairlines and pinholes, a blurred one keeps faint stains on grain; in
+    units of their own spread on good parts, either one's defect stands out in the maximum, and a
+    good part stays near 1 in both.
+    """
+    if len(maps) != len(scales) or not maps:
+        raise ValueError(f"a multi-scale map needs one scale per map, got {len(maps)} maps and {len(scales)} scales")
+    return torch.stack([m.float() / scale for m, scale in zip(maps, scales, strict=True)]).amax(dim=0)
 
 
 def l2_residual_map(images: torch.Tensor, ae_output: torch.Tensor) -> torch.Tensor:

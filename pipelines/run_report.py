@@ -106,7 +106,11 @@ def ending_lines(project: Path, results: dict[str, dict[str, Any]], image_quanti
         record = json.loads(layout.evaluation(category).read_text())
         metrics, ours = record["metrics"], record["metrics"]["oe_sdn"]
         if "difference_sigma_choice" in record:
-            blurs.append(f"{category} σ {record['difference_sigma_choice']['chosen']:g}")
+            choice = record["difference_sigma_choice"]
+            joined = choice.get("pixel_map_sigmas") or []
+            blurs.append(
+                f"{category} σ {choice['chosen']:g}" + (f" (map: σ {' + '.join(f'{s:g}' for s in joined)})" if joined else "")
+            )
         figures = []
         for key, label in (("pixel_auroc", "pixel"), ("image_auroc", "image")):
             best = max(

@@ -36,6 +36,7 @@ def test_project_params_are_valid(project_params, tmp_path: Path) -> None:
         ("score", "difference_sigmas", [0, 0.0], "score.difference_sigmas"),
         ("score", "difference_sigmas", [-1.0], "score.difference_sigmas"),
         ("score", "difference_sigmas", [], "score.difference_sigmas"),
+        ("score", "multiscale_map", "sometimes", "score.multiscale_map"),
     ],
 )
 def test_bad_values_name_their_key(project_params, tmp_path: Path, section, key, value, named) -> None:

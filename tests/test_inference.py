@@ -41,7 +41,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for section in ("ae", "sdn"):
         params[section]["epochs"] = 1  # scores must match evaluate's, whatever the model's quality
     params["score"]["tile_size"] = 16  # the networks run on tiles of their 16 px training crops
-    params["score"]["difference_sigmas"] = [2.0]  # the blurred difference must reach predict and ONNX
+    params["score"]["difference_sigmas"] = [0.0, 2.0]  # the multi-scale map, sharp and blurred, must reach predict and ONNX
     write_params(root / "params.yaml", params)
     ok("--no-progress", "generate", cwd=root)
     for stage in ("prepare", "train-ae", "train-sdn", "evaluate"):
@@ -168,6 +168,9 @@ def test_onnx_export_matches_torch_within_1e_4(project: Path, tmp_path: Path) ->
     assert model.info.scoring.tile_size == 16  # the bundle runs its networks on tiles, as evaluate did
     assert model.info.image_calibration is not None  # the default image score: squared and ssim, standardised
     assert meta["image_calibration"]["distances"] == ["squared", "ssim"] == list(model.info.image_calibration.distances)
+    # the check keeps the sharp map here (seeded), so the multi-scale map ships, its scales as constants
+    assert model.info.scoring.map_sigmas == (0.0, 2.0) and model.info.map_scales is not None
+    assert meta["map_scales"] == list(model.info.map_scales) and meta["scoring"]["map_sigmas"] == [0.0, 2.0]
 
     session = ort.InferenceSession(str(out / meta["onnx_file"]), providers=["CPUExecutionProvider"])
     assert [o.name for o in session.get_outputs()] == ["anomaly_map", "pred_score"]

@@ -18,7 +18,7 @@ from components.metrics import lognormal_tail_threshold, lognormal_tolerance_thr
 from components.models.oesdn.detector import OESDNDetector
 from components.models.oesdn.outlier_exposure import LOCAL_TRANSFORMS, AuxSettings, blob_masks, make_aux_batch, oer_pair
 from components.scoring import ScoringSettings
-from components.selection import SIGMA_MARGIN, candidate_figures, choose_candidate, choose_difference_sigma
+from components.selection import SIGMA_MARGIN, candidate_figures, choose_candidate, choose_difference_sigma, pixel_map_sigmas
 from tests.conftest import write_params
 
 OESDN = str(Path(__file__).resolve().parents[1] / ".venv" / "bin" / "oesdn")
@@ -238,3 +238,15 @@ def test_train_sdn_with_candidates_keeps_the_label_free_winner(tmp_path: Path, t
     assert choice["chosen"] == (2.0 if pixel[2.0] > pixel[0.0] + SIGMA_MARGIN else 0.0)
     bundle = json.loads((tmp_path / "models" / "brick" / "bundle.json").read_text())
     assert bundle["scoring"]["difference_sigma"] == choice["chosen"]
+    joined = [0.0, 2.0] if choice["chosen"] == 0.0 else []  # the multi-scale map, where the sharp map won
+    assert choice["pixel_map_sigmas"] == joined and bundle["scoring"]["map_sigmas"] == joined
+    assert ("brick: pixel map: the larger of the σ 0 and σ 2 maps" in evaluated.stdout) == bool(joined)
+    assert (bundle["map_scales"] is not None and len(bundle["map_scales"]) == 2) == bool(joined)
+
+
+def test_the_multiscale_map_joins_every_listed_blur_only_where_the_sharpest_won() -> None:
+    assert pixel_map_sigmas(0.0, [0.0, 2.0], multiscale=True) == (0.0, 2.0)
+    assert pixel_map_sigmas(0.0, [2.0, 0.0, 4.0], multiscale=True) == (0.0, 2.0, 4.0)
+    assert pixel_map_sigmas(2.0, [0.0, 2.0], multiscale=True) == ()  # the blur won: the sharp map's grain stays out
+    assert pixel_map_sigmas(0.0, [0.0, 2.0], multiscale=False) == ()
+    assert pixel_map_sigmas(2.0, [2.0], multiscale=True) == ()

@@ -353,16 +353,18 @@ def test_the_end_of_oesdn_run_states_the_operating_point_and_warns(tmp_path: Pat
     (tmp_path / "evaluations").mkdir()
     choice = {"chosen": 2.0, "candidates": {"0.0": {"synthetic_pixel_auroc": 0.65}, "2.0": {"synthetic_pixel_auroc": 0.74}}}
     (tmp_path / "evaluations" / "brick.json").write_text(json.dumps({"metrics": metrics, "difference_sigma_choice": choice}))
+    sharp = {**choice, "chosen": 0.0, "pixel_map_sigmas": [0.0, 2.0]}  # the sharp map won: the multi-scale map ships
+    (tmp_path / "evaluations" / "grass.json").write_text(json.dumps({"metrics": metrics, "difference_sigma_choice": sharp}))
     registration = {
         "model_name": "oesdn-brick",
         "version": "3",
         "decisions": ["oesdn-brick: first_champion (champion none -> v3) by oesdn promotion policy: no champion yet"],
     }
-    lines = ending_lines(tmp_path, {"brick": {"registration": registration}}, 0.99)
+    lines = ending_lines(tmp_path, {"brick": {"registration": registration}, "grass": {"registration": registration}}, 0.99)
     assert lines[0] == (
         "brick: v3 first_champion | pixel 0.979 (AE-L2 0.976) | image 0.782 (AE-SSIM 0.888) | false alarms 44 % | recall 79 %"
     )
-    assert lines[1] == "difference blur chosen on the label-free check: brick σ 2"
+    assert lines[2] == "difference blur chosen on the label-free check: brick σ 2, grass σ 0 (map: σ 0 + 2)"
     assert "warning: brick: AE-SSIM beats the shipped OE-SDN on image AUROC" in lines
     assert "warning: brick: the threshold flags 44 % of good test parts, aiming at 1 %" in lines
     assert (

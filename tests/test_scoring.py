@@ -7,10 +7,12 @@ from torch import nn
 
 from components.models.oesdn.detector import OESDNDetector, calibrate, score_images
 from components.scoring import (
+    MAP_SCALE_QUANTILE,
     ImageScoreCalibration,
     ScoringSettings,
     l2_residual_map,
     method_maps,
+    multiscale_map,
     oe_sdn_map,
     reduce_maps,
     smooth_maps,
@@ -177,6 +179,42 @@ def test_a_calibrated_detector_ships_the_standardised_mean_of_squared_and_ssim_s
     # validation normals score around 1: the mean of their standardised logs is 0
     val_scored = score_images(detector, val, batch_size=6, device=torch.device("cpu"), progress=False, methods=("oe_sdn",))
     assert np.log(val_scored["oe_sdn"].scores).mean() == pytest.approx(0.0, abs=1e-5)
+
+
+def test_a_multiscale_detector_maps_the_larger_standardised_blur_and_scores_the_chosen_one() -> None:
+    """`map_sigmas`: the pixel map is the larger of the sharp and the blurred map, each over its 99th
+    percentile on the validation normals; the image score stays the chosen (sharp) blur's."""
+    from dataclasses import replace
+
+    cpu = torch.device("cpu")
+    settings = ScoringSettings("squared", 1.0, "topk_mean", 0.1, 7, ("squared", "ssim"), map_sigmas=(0.0, 2.0))
+    rng = np.random.default_rng(3)
+    val = rng.integers(0, 256, size=(6, 3, 16, 16), dtype=np.uint8)
+    test = rng.integers(0, 256, size=(5, 3, 16, 16), dtype=np.uint8)
+    multi = calibrate(OESDNDetector(_Scale(0.5), _Scale(0.9), settings), val, 4, cpu)
+    single = calibrate(OESDNDetector(_Scale(0.5), _Scale(0.9), replace(settings, map_sigmas=())), val, 4, cpu)
+    assert single.map_scales is None
+
+    def sigma_map(images: np.ndarray, sigma: float) -> torch.Tensor:
+        x = torch.from_numpy(images).float() / 255
+        return smooth_maps(oe_sdn_map(x * 0.9, x * 0.5, "squared", 7, sigma), 1.0)
+
+    scales = tuple(float(np.quantile(sigma_map(val, s).numpy(), MAP_SCALE_QUANTILE)) for s in (0.0, 2.0))
+    assert multi.map_scales == pytest.approx(scales, rel=1e-5)
+    scored = score_images(multi, test, 2, cpu, progress=False)["oe_sdn"]
+    expected = torch.maximum(sigma_map(test, 0.0) / scales[0], sigma_map(test, 2.0) / scales[1])
+    np.testing.assert_allclose(scored.maps, expected.numpy(), rtol=1e-4)
+    np.testing.assert_allclose(scored.scores, score_images(single, test, 2, cpu, progress=False)["oe_sdn"].scores, rtol=1e-6)
+    maps, scores = multi(torch.from_numpy(test).float() / 255)  # what predict and the ONNX export trace
+    np.testing.assert_allclose(maps.numpy(), scored.maps, rtol=1e-5)
+    np.testing.assert_allclose(scores.double().numpy(), scored.scores, rtol=1e-5)
+    # validation normals sit at about 1 in both maps, so about 1 % of their pixels exceed 1 in each
+    val_maps = score_images(multi, val, 6, cpu, progress=False, methods=("oe_sdn",))["oe_sdn"].maps
+    assert 0.01 <= (val_maps > 1).mean() <= 0.02
+    with pytest.raises(RuntimeError, match="calibrate"):
+        OESDNDetector(_Scale(0.5), _Scale(0.9), settings)(torch.rand(1, 3, 16, 16))
+    with pytest.raises(ValueError, match="one scale per map"):
+        multiscale_map([torch.ones(1, 4, 4)], (1.0, 2.0))
 
 
 def test_one_image_distance_equal_to_the_map_needs_no_calibration() -> None:

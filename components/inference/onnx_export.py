@@ -33,7 +33,7 @@ class ExportableDetector(nn.Module):
 
     `reduce_maps` computes k with Python's round() on the map's shape, which the ONNX tracer sees as
     a tensor; the input size is fixed by the bundle's preprocessing, so k is a constant here. The
-    image-score calibration, if any, is traced as constants.
+    image-score calibration and the multi-scale map's scales, if any, are traced as constants.
     """
 
     def __init__(self, detector: OESDNDetector, image_size: int) -> None:
@@ -138,6 +138,7 @@ def export_metadata(model: BundleModel, resolved: ResolvedModel, onnx_path: Path
         },
         "scoring": asdict(info.scoring),
         "image_calibration": asdict(info.image_calibration) if info.image_calibration else None,
+        "map_scales": list(info.map_scales) if info.map_scales else None,
         "image_threshold": info.image_threshold,
         "pixel_threshold": info.pixel_threshold,
         "decision": "pred_score > image_threshold means anomalous (pred_score already includes image_calibration); anomaly_map > pixel_threshold marks anomalous pixels",

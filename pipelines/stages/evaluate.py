@@ -16,6 +16,7 @@ from components.models.oesdn.bundle import Preprocessing, write_bundle_info
 from components.models.oesdn.detector import OESDNDetector
 from components.models.oesdn.persistence import load_network
 from components.runtime import seed_everything, select_device
+from components.selection import choose_difference_sigma, pixel_map_sigmas
 from components.tracking.lineage import PAIR_TAG
 from pipelines.context import StageContext
 from pipelines.stage_logging import track_stage
@@ -36,7 +37,11 @@ def run(ctx: StageContext) -> None:
     score, device = params.score, select_device(ctx.device)
     detector = OESDNDetector(ae, sdn, assembly.scoring_settings(score, params.loss.ssim_window))
     sigma, sigma_choice = chosen_difference_sigma(ctx, detector, data.val, device)
-    detector.settings = dataclasses.replace(detector.settings, difference_sigma=sigma)
+    map_sigmas = pixel_map_sigmas(sigma, [float(s) for s in score.difference_sigmas], score.multiscale_map)
+    detector.settings = dataclasses.replace(detector.settings, difference_sigma=sigma, map_sigmas=map_sigmas)
+    if map_sigmas:
+        blurs = " and ".join(f"σ {s:g}" for s in map_sigmas)
+        print(f"{category}: pixel map: the larger of the {blurs} maps, each over its validation 99th percentile")
     evaluation = evaluate_category(
         category,
         detector,
@@ -57,7 +62,7 @@ def run(ctx: StageContext) -> None:
     write_json_atomic(reports_dir / HEADLINE_NAME, headline(evaluation.metrics))  # what `dvc metrics show` prints
     record = evaluation_record(category, evaluation, data, dataset, models_dir, provenance)
     if sigma_choice is not None:
-        record["difference_sigma_choice"] = sigma_choice
+        record["difference_sigma_choice"] = {**sigma_choice, "pixel_map_sigmas": list(map_sigmas)}
     write_json_atomic(layout.evaluation(category), record)
     preprocessing = Preprocessing(int(data.test.shape[-1]), params.data.channels)  # the working side prepare chose
     info = category_bundle_info(
@@ -68,7 +73,11 @@ def run(ctx: StageContext) -> None:
     upstream = [layout.prepared(category), layout.network(category, "ae"), layout.network(category, "sdn")]
     outputs = {**artifacts, layout.evaluation(category): "", models_dir / "bundle.json": ""}
     deps = [layout.relative(p) for p in upstream]
-    tags = {PAIR_TAG: info.pair_id, "oesdn.difference_sigma": str(sigma)}
+    tags = {
+        PAIR_TAG: info.pair_id,
+        "oesdn.difference_sigma": str(sigma),
+        "oesdn.pixel_map_sigmas": "+".join(f"{s:g}" for s in map_sigmas),
+    }
     track_stage(ctx, "evaluate", provenance, deps, outputs, metrics=evaluation.metrics, extra_tags=tags)
 
 
@@ -81,8 +90,6 @@ def chosen_difference_sigma(
     sigmas = [float(sigma) for sigma in params.score.difference_sigmas]
     if len(sigmas) == 1:
         return sigmas[0], None
-    from components.selection import choose_difference_sigma
-
     sigma, record = choose_difference_sigma(detector, sigmas, val_images, params.seed, params.evaluate.batch_size, device)
     for name, figures in record["candidates"].items():
         mark = "  <- chosen" if float(name) == sigma else ""

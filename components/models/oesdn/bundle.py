@@ -59,6 +59,8 @@ class BundleInfo:
     image_calibration: ImageScoreCalibration | None = None
     """How OE-SDN's image score standardises its distances (fitted on the validation normals);
     None when the image score is the map's own reduction."""
+    map_scales: tuple[float, ...] | None = None
+    """Per `scoring.map_sigmas` blur, its map's validation-normal scale; None for a single blur's map."""
 
     @property
     def primary_metric(self) -> str:
@@ -80,11 +82,18 @@ class BundleInfo:
         """Identifies the AE/SDN pair and how it scores: equal ids mean an identical model."""
         from components.provenance import fingerprint
 
-        later_fields = ("image_distances", "tile_size", "difference_sigma")  # left out while unset, so older bundles' ids hold
+        later_fields = (
+            "image_distances",
+            "tile_size",
+            "difference_sigma",
+            "map_sigmas",
+        )  # left out while unset, so older bundles' ids hold
         scoring = {k: v for k, v in asdict(self.scoring).items() if k not in later_fields or v}
         parts = [self.network_sha256, asdict(self.preprocessing), scoring, self.image_threshold]
         if self.image_calibration is not None:
             parts.append(asdict(self.image_calibration))
+        if self.map_scales is not None:
+            parts.append(list(self.map_scales))
         return fingerprint(*parts)[:16]
 
     def to_json(self) -> dict[str, Any]:
@@ -95,7 +104,10 @@ class BundleInfo:
         if payload.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"unsupported bundle format {payload.get('format_version')!r}; expected {FORMAT_VERSION}")
         fields = {k: v for k, v in payload.items() if k != "format_version"}
-        scoring = fields["scoring"] | {"image_distances": tuple(fields["scoring"].get("image_distances", ()))}
+        scoring = fields["scoring"] | {
+            "image_distances": tuple(fields["scoring"].get("image_distances", ())),
+            "map_sigmas": tuple(fields["scoring"].get("map_sigmas", ())),
+        }
         calibration = fields.get("image_calibration")
         return cls(
             **fields
@@ -105,6 +117,7 @@ class BundleInfo:
                 "image_calibration": ImageScoreCalibration(**{k: tuple(v) for k, v in calibration.items()})
                 if calibration
                 else None,
+                "map_scales": tuple(fields["map_scales"]) if fields.get("map_scales") else None,
             }
         )
 
@@ -151,7 +164,9 @@ class BundleModel:
         ae, _ = load_network(directory / "ae.pt", "ae")
         sdn, _ = load_network(directory / "sdn.pt", "sdn")
         torch_device = select_device(device)
-        detector = prepare_module(OESDNDetector(ae, sdn, info.scoring, info.image_calibration), torch_device).eval()
+        detector = prepare_module(
+            OESDNDetector(ae, sdn, info.scoring, info.image_calibration, info.map_scales), torch_device
+        ).eval()
         return cls(info, detector, torch_device)
 
     def decode(self, source: ImageSource) -> np.ndarray:

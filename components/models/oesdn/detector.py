@@ -13,10 +13,12 @@ from tqdm.auto import tqdm
 from components.models.oesdn.tiling import tiled_forward
 from components.runtime import autocast, evaluation_mode, prepare_module, to_device, to_float
 from components.scoring import (
+    MAP_SCALE_QUANTILE,
     METHODS,
     ImageScoreCalibration,
     ScoringSettings,
     method_maps,
+    multiscale_map,
     oe_sdn_map,
     reduce_maps,
     smooth_maps,
@@ -36,31 +38,61 @@ class OESDNDetector(nn.Module):
     evaluated with."""
 
     def __init__(
-        self, ae: nn.Module, sdn: nn.Module, settings: ScoringSettings, calibration: ImageScoreCalibration | None = None
+        self,
+        ae: nn.Module,
+        sdn: nn.Module,
+        settings: ScoringSettings,
+        calibration: ImageScoreCalibration | None = None,
+        map_scales: tuple[float, ...] | None = None,
     ) -> None:
         super().__init__()
         self.ae = ae
         self.sdn = sdn
         self.settings = settings
         self.calibration = calibration
+        self.map_scales = map_scales
+        """Per `settings.map_sigmas` blur, its map's validation-normal scale (fitted by `calibrate`)."""
         self.topk_count: int | None = None
         """A fixed top-k pixel count (the ONNX export's: the tracer cannot round a traced shape)."""
 
     def anomaly_maps(self, images: torch.Tensor) -> torch.Tensor:
         """OE-SDN's smoothed (N, H, W) maps for images in [0, 1]."""
-        return self._map(*self.network_outputs(images), self.settings.distance)
+        return self.forward(images)[0]
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """OE-SDN only: (anomaly maps (N, H, W), image scores (N,)) for images in [0, 1]."""
         sdn_output, ae_output = self.network_outputs(images)
-        maps = self._map(sdn_output, ae_output, self.settings.distance)
-        return maps, self.image_scores(maps, sdn_output, ae_output)
+        score_map = self._map(sdn_output, ae_output, self.settings.distance)
+        return self.pixel_map(score_map, sdn_output, ae_output), self.image_scores(score_map, sdn_output, ae_output)
 
     def all_method_maps(self, images: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """Maps of OE-SDN and both AE baselines from one pass of each network, and OE-SDN's scores."""
         sdn_output, ae_output = self.network_outputs(images)
         maps = method_maps(images, ae_output, sdn_output, self.settings)
-        return maps, self.image_scores(maps["oe_sdn"], sdn_output, ae_output)
+        score_map = maps["oe_sdn"]
+        maps["oe_sdn"] = self.pixel_map(score_map, sdn_output, ae_output)
+        return maps, self.image_scores(score_map, sdn_output, ae_output)
+
+    def pixel_map(self, score_map: torch.Tensor, sdn_output: torch.Tensor, ae_output: torch.Tensor) -> torch.Tensor:
+        """The map that shows where: `score_map` (the map at `difference_sigma`), or with
+        `settings.map_sigmas` the multi-scale map of those blurs (`multiscale_map`)."""
+        if not self.settings.map_sigmas:
+            return score_map
+        if self.map_scales is None:
+            raise RuntimeError("a multi-scale map needs its validation scales: call calibrate() first")
+        return multiscale_map(self.sigma_maps(score_map, sdn_output, ae_output), self.map_scales)
+
+    def sigma_maps(self, score_map: torch.Tensor, sdn_output: torch.Tensor, ae_output: torch.Tensor) -> list[torch.Tensor]:
+        """The smoothed map at each of `settings.map_sigmas`; the scoring blur's reuses `score_map`."""
+        settings = self.settings
+        return [
+            score_map
+            if sigma == settings.difference_sigma
+            else smooth_maps(
+                oe_sdn_map(sdn_output, ae_output, settings.distance, settings.ssim_window, sigma), settings.smoothing_sigma
+            )
+            for sigma in settings.map_sigmas
+        ]
 
     def network_outputs(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(f_OS(x), f_AE(x)), each network run on tiles of `settings.tile_size` (0: whole images)."""
@@ -108,21 +140,30 @@ def device_batches(
 
 
 def calibrate(detector: OESDNDetector, val_images: np.ndarray, batch_size: int, device: torch.device) -> OESDNDetector:
-    """Fit `detector`'s image-score calibration, in place, on uint8 validation normals when its
-    settings combine several distances (otherwise clear it); returns `detector` for chaining."""
+    """Fit, in place, on uint8 validation normals: the image-score calibration when the settings
+    combine several distances, and the multi-scale map's scales when they list `map_sigmas`
+    (each cleared otherwise); returns `detector` for chaining."""
     settings = detector.settings
-    if not settings.calibrated:
-        detector.calibration = None
+    detector.calibration, detector.map_scales = None, None
+    if not settings.calibrated and not settings.map_sigmas:
         return detector
+    if len(val_images) == 0:
+        raise ValueError("calibrating the image score or the multi-scale map needs at least one validation image")
     distances = tuple(settings.image_distances)
-    rows = []
+    rows: list[torch.Tensor] = []
+    sigma_chunks: list[list[np.ndarray]] = [[] for _ in settings.map_sigmas]
     for batch in device_batches(detector, val_images, batch_size, device):
         sdn_output, ae_output = detector.network_outputs(batch)
-        maps = detector._map(sdn_output, ae_output, settings.distance)
-        rows.append(detector.distance_scores(maps, sdn_output, ae_output, distances).float().cpu())
-    if not rows:
-        raise ValueError("calibrating the image score needs at least one validation image")
-    detector.calibration = ImageScoreCalibration.fit(distances, torch.cat(rows, dim=1))
+        score_map = detector._map(sdn_output, ae_output, settings.distance)
+        if settings.calibrated:
+            rows.append(detector.distance_scores(score_map, sdn_output, ae_output, distances).float().cpu())
+        for chunks, sigma_map in zip(sigma_chunks, detector.sigma_maps(score_map, sdn_output, ae_output), strict=True):
+            chunks.append(sigma_map.float().cpu().numpy())
+    if rows:
+        detector.calibration = ImageScoreCalibration.fit(distances, torch.cat(rows, dim=1))
+    if sigma_chunks:
+        quantiles = (float(np.quantile(np.concatenate(chunks), MAP_SCALE_QUANTILE)) for chunks in sigma_chunks)
+        detector.map_scales = tuple(max(q, 1e-12) for q in quantiles)
     return detector
 
 
