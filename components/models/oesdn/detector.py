@@ -55,10 +55,6 @@ class OESDNDetector(nn.Module):
         self.topk_count: int | None = None
         """A fixed top-k pixel count (the ONNX export's: the tracer cannot round a traced shape)."""
 
-    def anomaly_maps(self, images: torch.Tensor) -> torch.Tensor:
-        """OE-SDN's smoothed (N, H, W) maps for images in [0, 1]."""
-        return self.forward(images)[0]
-
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """OE-SDN only: (anomaly maps (N, H, W), image scores (N,)) for images in [0, 1]."""
         sdn_output, ae_output = self.network_outputs(images)
