@@ -385,7 +385,9 @@ def test_switching_back_to_a_cached_configuration_restores_evaluates_and_registe
     ending = first_run.stdout.splitlines()
     assert any(line.startswith("brick: v1 first_champion |") and "false alarms" in line and "recall" in line for line in ending)
     assert ending[-1].startswith("look at: reports/<category>/index.html")
-    assert any(re.fullmatch(r"difference blur chosen on the label-free check: brick σ (2|0 \(map: σ 0 \+ 2\))", line) for line in ending)
+    assert any(
+        re.fullmatch(r"difference blur chosen on the label-free check: brick σ (2|0 \(map: σ 0 \+ 2\))", line) for line in ending
+    )
     port = re.search(r"PREFECT_API_URL=http://127\.0\.0\.1:(\d+)/api", (project / ".prefect" / "server.log").read_text())
     assert port, "oesdn run's own Prefect server logs where it listens"
     server = f"prefect server start --host 127.0.0.1 --port {port.group(1)} "

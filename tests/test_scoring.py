@@ -265,3 +265,9 @@ def test_a_bundle_written_before_the_calibration_loads_unchanged_with_its_old_pa
     )
     assert calibrated.image_calibration == ImageScoreCalibration(("squared", "ssim"), (0.0, 1.0), (1.0, 2.0))
     assert BundleInfo.from_json(calibrated.to_json()) == calibrated and calibrated.pair_id != info.pair_id
+    multiscale = BundleInfo.from_json(payload | {"scoring": old_scoring | {"map_sigmas": [0.0, 2.0]}, "map_scales": [0.5, 0.1]})
+    assert multiscale.map_scales == (0.5, 0.1) and BundleInfo.from_json(multiscale.to_json()) == multiscale
+    assert multiscale.pair_id != info.pair_id
+    # a hand-edited bundle whose map blurs lost their scales is refused on load, naming both keys
+    with pytest.raises(ValueError, match=r"map_sigmas \[0.0, 2.0\] needs one map_scales entry per blur, got None"):
+        BundleInfo.from_json(payload | {"scoring": old_scoring | {"map_sigmas": [0.0, 2.0]}})

@@ -62,6 +62,14 @@ class BundleInfo:
     map_scales: tuple[float, ...] | None = None
     """Per `scoring.map_sigmas` blur, its map's validation-normal scale; None for a single blur's map."""
 
+    def __post_init__(self) -> None:
+        blurs, scales = self.scoring.map_sigmas, self.map_scales
+        if (len(scales) if scales is not None else 0) != len(blurs):
+            raise ValueError(
+                f"bundle of {self.category!r}: scoring.map_sigmas {list(blurs)} needs one map_scales entry per blur, "
+                f"got {None if scales is None else list(scales)} (re-run `oesdn evaluate --category {self.category}`)"
+            )
+
     @property
     def primary_metric(self) -> str:
         """Pixel AUROC where masks exist (it judges WHERE), else image AUROC; with no defective
@@ -82,12 +90,8 @@ class BundleInfo:
         """Identifies the AE/SDN pair and how it scores: equal ids mean an identical model."""
         from components.provenance import fingerprint
 
-        later_fields = (
-            "image_distances",
-            "tile_size",
-            "difference_sigma",
-            "map_sigmas",
-        )  # left out while unset, so older bundles' ids hold
+        # left out while unset, so older bundles' ids hold
+        later_fields = ("image_distances", "tile_size", "difference_sigma", "map_sigmas")
         scoring = {k: v for k, v in asdict(self.scoring).items() if k not in later_fields or v}
         parts = [self.network_sha256, asdict(self.preprocessing), scoring, self.image_threshold]
         if self.image_calibration is not None:
