@@ -291,6 +291,9 @@ class OrchestrationConfig(_Section):
     stage_timeout_minutes: float = Field(default=120.0, gt=0.0, le=7 * 24 * 60)
     retries: int = Field(default=2, ge=0, le=10, description="retries of a stage after a transient fault")
     retry_delay_seconds: float = Field(default=10.0, ge=0.0, le=3600.0, description="first retry delay; doubles each time")
+    parallel_stages: int = Field(
+        default=0, ge=0, le=64, description="stage commands `oesdn run` runs at once, across categories; 0 = one per CPU"
+    )
     schedule: ScheduleConfig = ScheduleConfig()
 
 

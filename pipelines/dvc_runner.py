@@ -4,11 +4,14 @@ A failure is classified so the orchestrator can retry only what a retry can fix:
 - exit status 2 from `oesdn` means bad data or settings (`BadInputError`): never retried;
 - output naming a network fault (MLflow or S3 unreachable) is `TransientStageError`: retried;
 - anything else is `StageFailed`, and a stage past its time limit is `StageTimeout`.
-One workspace never runs two `dvc repro` at once: every call holds the workspace's file lock.
+One workspace has one orchestrator at a time (`workspace_lock`, held by a flow for its whole run).
+Under it, stages of different categories may run at once, as DVC allows: it releases its repository
+lock while a stage's command runs (`--wait-for-lock` waits for it otherwise) and read/write-locks
+each stage's own paths, which no two categories share.
 
 Whether a stage ran is read from DVC's state, never from its log text: the stage's `dvc.lock` entry
 before and after says whether its outputs changed, and a new run-cache entry says the command ran
-(a restore from the run cache adds none). Every dvc process started here is stopped with the caller:
+(a restore from the run cache adds none) with this stage's command and outputs. Every dvc process started here is stopped with the caller:
 `terminate_running` for an orderly exit, the parent-death signal of its stage commands otherwise.
 """
 
@@ -22,7 +25,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,12 +86,16 @@ class StageResult:
         return self.outcome != UP_TO_DATE
 
 
-def dvc_env() -> dict[str, str]:
-    """This interpreter's bin folder first, so `dvc` finds the same `oesdn` the caller imports."""
+def dvc_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """This interpreter's bin folder first, so `dvc` finds the same `oesdn` the caller imports.
+
+    `extra`: variables for this one command only (its CPU threads, say), never set process-wide,
+    where stages running at once from other threads would see them.
+    """
     bin_dir = str(Path(sys.executable).parent)
     path = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
     # Stage commands print a line per epoch instead of redrawing progress bars into a pipe.
-    return {**os.environ, "PATH": path, "DVC_NO_ANALYTICS": "1", "OESDN_NO_PROGRESS": "1"}
+    return {**os.environ, "PATH": path, "DVC_NO_ANALYTICS": "1", "OESDN_NO_PROGRESS": "1", **(extra or {})}
 
 
 def dvc_executable() -> str:
@@ -97,6 +104,7 @@ def dvc_executable() -> str:
 
 
 def workspace_lock(root: Path) -> FileLock:
+    """One orchestrator per workspace: a second `oesdn run` in the same checkout waits for the first."""
     (root / ".dvc" / "tmp").mkdir(parents=True, exist_ok=True)
     return FileLock(str(root / ".dvc" / "tmp" / "oesdn-orchestrator.lock"))
 
@@ -109,17 +117,22 @@ def stale_stages(root: Path, timeout_s: float = 600) -> set[str]:
     return set(json.loads(documents[-1])) if documents else set()
 
 
-def repro_stage(root: Path, stage: str, timeout_s: float, echo: Callable[[str], None] | None = None) -> StageResult:
-    """`dvc repro --single-item <stage>`: runs it if DVC finds it stale, else returns quickly."""
+def repro_stage(
+    root: Path, stage: str, timeout_s: float, echo: Callable[[str], None] | None = None, env: Mapping[str, str] | None = None
+) -> StageResult:
+    """`dvc repro --single-item <stage>`: runs it if DVC finds it stale, else returns quickly.
+
+    The caller holds `workspace_lock`; other stages may run beside this one (see the module's doc).
+    """
     started = time.monotonic()
-    with workspace_lock(root):
-        lock_before, runs_before = lock_entry(root, stage), run_cache_entries(root)
-        run_dvc(root, ["repro", "--single-item", stage], stage, timeout_s, echo, locked=True)
-        lock_after, runs_after = lock_entry(root, stage), run_cache_entries(root)
+    lock_before, runs_before = lock_entry(root, stage), run_cache_entries(root)
+    run_dvc(root, ["repro", "--single-item", stage], stage, timeout_s, echo, env)
+    lock_after = lock_entry(root, stage)
     if lock_after == lock_before:
         outcome = UP_TO_DATE
     else:
-        outcome = RAN if runs_after - runs_before else RESTORED
+        ran = _is_run_of(root, run_cache_entries(root) - runs_before, lock_after)
+        outcome = RAN if ran else RESTORED
     return StageResult(stage, outcome, seconds=time.monotonic() - started)
 
 
@@ -136,6 +149,21 @@ def run_cache_entries(root: Path) -> set[str]:
     """Files of DVC's run cache: running a stage adds one, restoring a cached run adds none."""
     runs = _cache_dir(root) / "runs"
     return {str(path.relative_to(runs)) for path in runs.rglob("*") if path.is_file()} if runs.is_dir() else set()
+
+
+def _is_run_of(root: Path, new_entries: set[str], entry: dict[str, object] | None) -> bool:
+    """Whether one of the new run-cache entries records this stage's command and outputs.
+
+    A stage of another category running beside this one adds its own entries meanwhile.
+    """
+    if entry is None:
+        return False
+    runs = _cache_dir(root) / "runs"
+    for name in new_entries:
+        record = yaml.safe_load((runs / name).read_text()) or {}
+        if record.get("cmd") == entry.get("cmd") and record.get("outs") == entry.get("outs"):
+            return True
+    return False
 
 
 def _cache_dir(root: Path) -> Path:
@@ -158,36 +186,44 @@ def terminate_running(grace_s: float = 10) -> None:
 
 
 def run_dvc(
-    root: Path, args: list[str], stage: str, timeout_s: float, echo: Callable[[str], None] | None = None, locked: bool = False
+    root: Path,
+    args: list[str],
+    stage: str,
+    timeout_s: float,
+    echo: Callable[[str], None] | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> str:
-    """Run dvc under the workspace lock (unless the caller holds it), streaming its lines to `echo`."""
+    """Run dvc, streaming its lines to `echo`; it waits for DVC's repository lock rather than failing.
+
+    `env`: variables added for this command and the stage command it starts (see `dvc_env`).
+    """
     lines: list[str] = []
-    with contextlib.nullcontext() if locked else workspace_lock(root):
-        process = subprocess.Popen(
-            with_parent_death([dvc_executable(), *args]),  # a SIGKILLed oesdn takes dvc (then its stage) with it
-            cwd=root,
-            env=dvc_env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,  # so a timeout or an interrupt stops dvc and the stage command it started
-        )
+    process = subprocess.Popen(
+        # a SIGKILLed oesdn takes dvc (then its stage) with it
+        with_parent_death([dvc_executable(), "--wait-for-lock", *args]),
+        cwd=root,
+        env=dvc_env(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # so a timeout or an interrupt stops dvc and the stage command it started
+    )
+    with _running_lock:
+        _running.add(process)
+    reader = threading.Thread(target=_collect, args=(process, lines, echo), daemon=True)
+    reader.start()
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        _stop_group(process, grace_s=0)
+        raise StageTimeout(stage, f"stopped after {timeout_s:.0f} s (orchestration.stage_timeout_minutes)") from None
+    except BaseException:  # interrupted (Ctrl-C, SIGTERM as SystemExit): never leave dvc running alone
+        _stop_group(process, grace_s=10)
+        raise
+    finally:
         with _running_lock:
-            _running.add(process)
-        reader = threading.Thread(target=_collect, args=(process, lines, echo), daemon=True)
-        reader.start()
-        try:
-            process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            _stop_group(process, grace_s=0)
-            raise StageTimeout(stage, f"stopped after {timeout_s:.0f} s (orchestration.stage_timeout_minutes)") from None
-        except BaseException:  # interrupted (Ctrl-C, SIGTERM as SystemExit): never leave dvc running alone
-            _stop_group(process, grace_s=10)
-            raise
-        finally:
-            with _running_lock:
-                _running.discard(process)
-            reader.join(timeout=10)
+            _running.discard(process)
+        reader.join(timeout=10)
     output = "".join(lines)
     if process.returncode != 0:
         raise classify_failure(stage, output)

@@ -113,3 +113,18 @@ def _probe(uri: str, timeout_s: float) -> str:
         return ""
     except (urllib.error.URLError, OSError) as error:
         return str(getattr(error, "reason", error))
+
+
+def create_store(project_root: Path) -> None:
+    """Create a new SQLite store's tables now, in this one process.
+
+    Two stage processes opening a new `mlflow.db` at the same moment both try to create its tables,
+    and one fails. A server store needs nothing: the server made its tables when it started.
+    """
+    uri = tracking_uri(project_root)
+    if not uri.startswith("sqlite:"):
+        return
+    quiet_console()
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient(tracking_uri=uri, registry_uri=uri).search_experiments(max_results=1)
