@@ -257,7 +257,9 @@ def _run_categories(
     lanes, threads = parallel_lanes(params.orchestration.parallel_stages, len(chosen))
     if lanes == 1:
         return {c: train_category(c, project_dir, params_path, stale_stages, return_state=True) for c in chosen}
-    get_run_logger().info("categories side by side: %d stage commands at once, %d CPU threads each", lanes, threads)
+    get_run_logger().info(
+        "categories side by side: %d stage commands at once, %d CPU thread%s each", lanes, threads, "" if threads == 1 else "s"
+    )
     if params.tracking.enabled:
         from components.tracking.store import create_store
 

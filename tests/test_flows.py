@@ -185,3 +185,68 @@ ERROR: failed to reproduce 'train_ae@brick'"""
         "brick: ae best validation loss 0.16191 at epoch 12",
         "ERROR: failed to reproduce 'train_ae@brick'",
     ]
+
+
+@pytest.mark.parametrize(
+    ("parallel_stages", "budget", "categories", "expected"),
+    [(0, 2, 3, (2, 1)), (1, 2, 3, (1, 2)), (0, 16, 3, (3, 5)), (0, 2, 1, (1, 2)), (4, 2, 2, (2, 1)), (0, 1, 3, (1, 1))],
+)
+def test_parallel_lanes_split_the_thread_budget(
+    parallel_stages: int, budget: int, categories: int, expected: tuple[int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipelines.flows import parallel_lanes
+
+    monkeypatch.setenv("OMP_NUM_THREADS", str(budget))
+    assert parallel_lanes(parallel_stages, categories) == expected
+
+
+def test_categories_run_side_by_side_each_stage_on_its_share_of_the_threads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two categories on a two-thread budget: their stages overlap in time, each stage command runs
+    on one thread, both register into one new SQLite store, and each keeps its own pipeline-run tag."""
+    from mlflow import MlflowClient
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName
+
+    from pipelines.flows import train_all
+
+    for name in ("components", "pipelines"):
+        shutil.copytree(PROJECT_ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("dvc.yaml", ".gitignore"):
+        shutil.copy(PROJECT_ROOT / name, tmp_path / name)
+    params = tiny_params(yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text()), ("brick", "grass"))
+    params["tracking"]["enabled"] = True
+    params["orchestration"]["parallel_stages"] = 0  # one per thread of the budget below
+    write_params(tmp_path / "params.yaml", params)
+    git_dvc_project(tmp_path)
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+
+    state = train_all(None, str(tmp_path), return_state=True)
+
+    assert state.is_completed(), state.message
+    results = state.result()
+    assert [s["stage"] for s in results["grass"]["stages"]] == [
+        f"{name}@grass" for name in ("prepare", "train_ae", "train_sdn", "evaluate")
+    ]
+    assert all(s["outcome"] == "ran" for c in ("brick", "grass") for s in results[c]["stages"])
+    assert {results[c]["registration"]["version"] for c in ("brick", "grass")} == {"1"}
+    names = [f"{stage}@{c}" for stage in ("prepare", "train_ae", "train_sdn", "evaluate") for c in ("brick", "grass")]
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(task_run_filter=TaskRunFilter(name=TaskRunFilterName(any_=names)))
+    spans = {c: [(r.start_time, r.end_time) for r in runs if r.name.endswith(f"@{c}")] for c in ("brick", "grass")}
+    overlapping = [(b, g) for b in spans["brick"] for g in spans["grass"] if b[0] < g[1] and g[0] < b[1]]
+    assert overlapping, "no stage of one category ran while a stage of the other did"
+
+    mlflow_client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    stages = ("train_ae", "train_sdn", "evaluate")
+    tags = {
+        (run.data.tags["oesdn.category"], run.data.tags["oesdn.stage"]): run.data.tags
+        for experiment in mlflow_client.search_experiments()
+        for run in mlflow_client.search_runs([experiment.experiment_id])
+        if run.data.tags.get("oesdn.stage") in stages
+    }
+    assert {tags[key]["oesdn.cpu_threads"] for key in tags if key[1] in ("train_ae", "train_sdn")} == {"1"}
+    for category in ("brick", "grass"):  # one pipeline-run tag per category's flow run, never the other's
+        assert len({tags[(category, stage)]["oesdn.pipeline_run"] for stage in stages}) == 1
+    assert tags[("brick", "evaluate")]["oesdn.pipeline_run"] != tags[("grass", "evaluate")]["oesdn.pipeline_run"]

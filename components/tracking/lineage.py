@@ -50,6 +50,8 @@ def run_tags(category: str, stage: str, provenance: Mapping[str, Any], dependenc
         "mlflow.source.git.commit": code["git_commit"],
         "oesdn.git_dirty": str(code["git_dirty"]),
         "oesdn.pipeline_run": os.environ.get(PIPELINE_RUN_ENV) or f"data-{provenance['data_hash'][:12]}",
+        # CPU results differ in their last bits with the thread count: rerunning one needs it
+        "oesdn.cpu_threads": os.environ.get("OMP_NUM_THREADS", "unset"),
         **dependencies,
     }
     return tags

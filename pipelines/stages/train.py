@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pandas as pd
+import torch
 from torch import nn
 
 from components import assembly
@@ -52,7 +53,13 @@ def fit_network(
         ctx.progress,
     )
     network = build_network(kind, arch)
-    result = fit(network, objective, train, val, settings, select_device(ctx.device))
+    device = select_device(ctx.device)
+    threads = torch.get_num_threads()
+    print(
+        f"{ctx.category}: training the {kind} on {device.type}"
+        + (f", {threads} CPU thread{'s' * (threads > 1)}" if device.type == "cpu" else "")
+    )
+    result = fit(network, objective, train, val, settings, device)
     settings.checkpoint_path.unlink(missing_ok=True)
     return network, result
 
