@@ -71,6 +71,12 @@ class StageTimeout(StageFailed):
 RAN, RESTORED, UP_TO_DATE = "ran", "restored from the run cache", "up to date"
 _running: set[subprocess.Popen[str]] = set()
 _running_lock = threading.Lock()
+_closed = threading.Event()
+"""Set by `terminate_running`: no dvc starts after it, from any thread."""
+
+
+class RunStopped(StageFailed):
+    """The run is shutting down: a stage that was waiting for its turn never starts."""
 
 
 @dataclass(frozen=True)
@@ -178,8 +184,11 @@ def terminate_running(grace_s: float = 10) -> None:
     """Stop every dvc process started here, and the stage commands under it (SIGTERM, then SIGKILL).
 
     `oesdn run` calls this on its way out, so an interrupted or killed run leaves no trainer behind.
+    From then on this process starts no dvc: a category side by side with the stopped one, waiting
+    for a free slot, would otherwise start its next stage while the run exits.
     """
     with _running_lock:
+        _closed.set()
         processes = list(_running)
     for process in processes:
         _stop_group(process, grace_s)
@@ -198,17 +207,19 @@ def run_dvc(
     `env`: variables added for this command and the stage command it starts (see `dvc_env`).
     """
     lines: list[str] = []
-    process = subprocess.Popen(
-        # a SIGKILLed oesdn takes dvc (then its stage) with it
-        with_parent_death([dvc_executable(), "--wait-for-lock", *args]),
-        cwd=root,
-        env=dvc_env(env),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,  # so a timeout or an interrupt stops dvc and the stage command it started
-    )
-    with _running_lock:
+    with _running_lock:  # one lock with `terminate_running`: a dvc is either stopped by it or never started
+        if _closed.is_set():
+            raise RunStopped(stage, "not started: the run is stopping")
+        process = subprocess.Popen(
+            # a SIGKILLed oesdn takes dvc (then its stage) with it
+            with_parent_death([dvc_executable(), "--wait-for-lock", *args]),
+            cwd=root,
+            env=dvc_env(env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,  # so a timeout or an interrupt stops dvc and the stage command it started
+        )
         _running.add(process)
     reader = threading.Thread(target=_collect, args=(process, lines, echo), daemon=True)
     reader.start()
@@ -225,6 +236,8 @@ def run_dvc(
             _running.discard(process)
         reader.join(timeout=10)
     output = "".join(lines)
+    if process.returncode != 0 and _closed.is_set():
+        raise RunStopped(stage, "stopped with the run")
     if process.returncode != 0:
         raise classify_failure(stage, output)
     return output

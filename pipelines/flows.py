@@ -21,7 +21,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.context import get_run_context
-from prefect.states import Failed
+from prefect.states import Cancelled, Failed
 from prefect.tasks import exponential_backoff
 
 from components.config import Params, load_params
@@ -195,7 +195,7 @@ def _bring_up_to_date(
 @flow(name="train-category", log_prints=True, flow_run_name="train-{category}")
 def train_category(
     category: str, project_dir: str = ".", params_path: str = "params.yaml", stale_stages: list[str] | None = None
-) -> dict[str, Any]:
+) -> Any:
     """One category: DVC stages in order, then register and decide promotion.
 
     `stale_stages` is given by `train_all` only: it holds the workspace, has brought `generate` up
@@ -206,12 +206,15 @@ def train_category(
         raise ValueError(f"unknown category {category!r}; params.yaml `categories` has {sorted(params.categories)}")
     pipeline_run = _pipeline_run_tag()
     stages = [f"{name}@{category}" for name in CATEGORY_STAGES]
-    if stale_stages is None:
-        global_stages = ["generate"] if has_generate(project_dir) else []
-        with dvc_runner.workspace_lock(Path(project_dir)):
-            results = _bring_up_to_date(project_dir, params, global_stages + stages, pipeline_run=pipeline_run)
-    else:
-        results = _bring_up_to_date(project_dir, params, stages, stale_stages, pipeline_run)
+    try:
+        if stale_stages is None:
+            global_stages = ["generate"] if has_generate(project_dir) else []
+            with dvc_runner.workspace_lock(Path(project_dir)):
+                results = _bring_up_to_date(project_dir, params, global_stages + stages, pipeline_run=pipeline_run)
+        else:
+            results = _bring_up_to_date(project_dir, params, stages, stale_stages, pipeline_run)
+    except dvc_runner.RunStopped as stopped:  # the user stopped the run: no failure to explain
+        return Cancelled(message=str(stopped))
     registration = _with_policy(register_and_promote, params)(project_dir, params_path, category)
     result = {"category": category, "stages": results, "registration": registration}
     _publish_category(project_dir, category, result)
@@ -246,8 +249,10 @@ def train_all(categories: list[str] | None = None, project_dir: str = ".", param
 
 
 @task(name="category", cache_policy=NO_CACHE, task_run_name="{category}")
-def _category_beside_others(category: str, project_dir: str, params_path: str, stale_stages: list[str]) -> dict[str, Any]:
-    return train_category(category, project_dir, params_path, stale_stages)
+def _category_beside_others(category: str, project_dir: str, params_path: str, stale_stages: list[str]) -> Any:
+    """The subflow's result; a failed or stopped subflow's state becomes this task's, reported once, by its flow."""
+    state = train_category(category, project_dir, params_path, stale_stages, return_state=True)
+    return state.result() if state.is_completed() else state
 
 
 def _run_categories(
@@ -266,8 +271,12 @@ def _run_categories(
         create_store(Path(project_dir))  # a new SQLite store's tables, before two stages race to create them
     with _sharing_cpus(lanes, threads):
         futures = {c: _category_beside_others.submit(c, project_dir, params_path, stale_stages) for c in chosen}
-        for future in futures.values():
-            future.wait()
+        try:
+            for future in futures.values():
+                future.wait()
+        except BaseException:  # Ctrl-C, SIGTERM: stop the stages now, or the task runner waits for them to end
+            dvc_runner.terminate_running()
+            raise
     return {c: future.state for c, future in futures.items()}
 
 

@@ -251,6 +251,49 @@ def test_stopping_oesdn_run_stops_its_prefect_server_dvc_and_trainer(
         assert "send it again to exit at once" in _log_tail(prepared) and "Traceback" not in _log_tail(prepared)
 
 
+def _side_by_side_long_training(params: dict[str, Any]) -> None:
+    _long_training(params)
+    params["categories"] = {name: {} for name in ("brick", "grass", "gravel")}
+    params["bundled"]["categories"] = ["brick", "grass", "gravel"]
+    params["orchestration"]["parallel_stages"] = 2
+
+
+def test_ctrl_c_stops_categories_side_by_side_and_starts_no_waiting_stage(
+    tmp_path: Path, started: list[subprocess.Popen[str]]
+) -> None:
+    """Three categories on two slots: Ctrl-C while two AEs train stops both, and the third category,
+    waiting for a slot, never starts its stage; nothing of the run is left once it exits."""
+    project = _new_project(tmp_path, _side_by_side_long_training)
+    oesdn_run = _start(started, [OESDN, "run"], project)
+
+    def two_trainers() -> list[psutil.Process] | None:
+        try:
+            family = psutil.Process(oesdn_run.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return None
+        trainers = [p for p in family if _cmdline_has(p, "oesdn train-ae") and not _cmdline_has(p, "sh -c")]
+        return trainers if len(trainers) == 2 else None
+
+    trainers = _wait_for(two_trainers, 420, lambda: f"two trainers side by side\n{_log_tail(project)}")
+    stopped = time.monotonic()
+    _ctrl_c(oesdn_run)
+    oesdn_run.wait(timeout=60)
+    print(f"`oesdn run` with two stages running exited {time.monotonic() - stopped:.1f} s after one Ctrl-C")
+    assert oesdn_run.returncode != 0
+    assert not any(_alive(t.pid) for t in trainers)
+    time.sleep(5)  # a stage started by a category that was waiting would show up by now
+    left = [p for p in psutil.process_iter() if _cmdline_has(p, "oesdn ") and _cwd(p) == project]
+    assert not left, [p.cmdline() for p in left]
+    assert "send it again to exit at once" in _log_tail(project) and "Traceback" not in _log_tail(project)
+
+
+def _cwd(process: psutil.Process) -> Path | None:
+    try:
+        return Path(process.cwd())
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+
+
 # --- B: an MLflow or S3 server that is down or hangs is a bounded, clear failure ---------------------
 
 
