@@ -84,10 +84,12 @@ def choose_difference_sigma(
     if not sigmas:
         raise ValueError("no difference_sigmas to choose from")
     defective, masks, _ = defective_copies(val_images, seed)
-    images = np.concatenate([val_images, defective])
     settings = detector.settings
     maps: dict[float, list[np.ndarray]] = {sigma: [] for sigma in sigmas}
-    for batch in device_batches(detector, images, batch_size, device):
+    # the normals and their copies in separate batches, as scoring takes them: a detector that
+    # remembers its outputs (`OESDNDetector.remembering_outputs`) runs the networks on each once
+    batches = (batch for images in (val_images, defective) for batch in device_batches(detector, images, batch_size, device))
+    for batch in batches:
         sdn_output, ae_output = detector.network_outputs(batch)
         for sigma, chunks in maps.items():
             raw = oe_sdn_map(sdn_output, ae_output, settings.distance, settings.ssim_window, sigma)

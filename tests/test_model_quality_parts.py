@@ -207,6 +207,47 @@ def test_difference_blur_is_chosen_where_it_averages_out_grain_and_not_otherwise
     assert record["candidates"]["0.0"]["synthetic_pixel_auroc"] == pytest.approx(sharp, abs=1e-6)
 
 
+class _Counting(nn.Module):
+    """Counts the images a network is run on."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner, self.images = inner, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.images += len(x)
+        return self.inner(x)
+
+
+def test_a_remembering_detector_runs_each_image_once_and_scores_the_same() -> None:
+    """Evaluate's passes (blur choice, calibration, scoring, label-free check) on one detector that
+    remembers its outputs: each validation normal and defective copy goes through the SDN once."""
+    from components.category_evaluation import label_free_check
+    from components.models.oesdn.detector import calibrate, score_images
+
+    rng = np.random.default_rng(0)
+    val = np.full((20, 3, 32, 32), 128, dtype=np.uint8) + rng.integers(0, 9, (20, 3, 32, 32)).astype(np.uint8)
+    scoring = ScoringSettings("squared", 1.0, "topk_mean", 0.02, 7, image_distances=("squared", "ssim"))
+    cpu = torch.device("cpu")
+
+    def passes(detector: OESDNDetector) -> tuple[float, dict[str, dict[str, float]], np.ndarray]:
+        sigma, _ = choose_difference_sigma(detector, [0.0, 2.0], val, 0, 8, cpu)
+        calibrate(detector, val, 8, cpu)
+        scores = score_images(detector, val, 8, cpu, progress=False)
+        return sigma, label_free_check(detector, val, scores, 0, 8, cpu, progress=False), scores["oe_sdn"].maps
+
+    plain = passes(OESDNDetector(_Blur(), _GrainyCopy(), scoring))
+    counting = _Counting(_GrainyCopy())
+    detector = OESDNDetector(_Blur(), counting, scoring)
+    with detector.remembering_outputs():
+        remembered = passes(detector)
+    assert counting.images == 2 * len(val)  # the normals and their defective copies, once each
+    assert remembered[0] == plain[0] and remembered[1] == plain[1]
+    np.testing.assert_array_equal(remembered[2], plain[2])
+    score_images(detector, val, 8, cpu, progress=False)  # outside the block it runs the networks again
+    assert counting.images == 3 * len(val)
+
+
 def test_train_sdn_with_candidates_keeps_the_label_free_winner(tmp_path: Path, tiny) -> None:
     """Through the CLI: two candidates are trained, both figures are recorded, one is kept; evaluate
     then picks the difference blur the same way, records both figures and scores with the winner."""

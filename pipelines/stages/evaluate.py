@@ -36,24 +36,25 @@ def run(ctx: StageContext) -> None:
     sdn, _ = load_network(layout.network(category, "sdn"), "sdn")
     score, device = params.score, select_device(ctx.device)
     detector = OESDNDetector(ae, sdn, assembly.scoring_settings(score, params.loss.ssim_window))
-    sigma, sigma_choice = chosen_difference_sigma(ctx, detector, data.val, device)
-    map_sigmas = pixel_map_sigmas(sigma, [float(s) for s in score.difference_sigmas], score.multiscale_map)
-    detector.settings = dataclasses.replace(detector.settings, difference_sigma=sigma, map_sigmas=map_sigmas)
-    if map_sigmas:
-        blurs = " and ".join(f"σ {s:g}" for s in map_sigmas)
-        print(f"{category}: pixel map: the larger of the {blurs} maps, each over its validation 99th percentile")
-    evaluation = evaluate_category(
-        category,
-        detector,
-        data,
-        assembly.image_threshold_rule(score),
-        score.pixel_threshold_quantile,
-        params.evaluate.aupro_fpr_limit,
-        params.seed,
-        params.evaluate.batch_size,
-        device,
-        ctx.progress,
-    )
+    with detector.remembering_outputs():  # the validation normals and their defective copies go through once
+        sigma, sigma_choice = chosen_difference_sigma(ctx, detector, data.val, device)
+        map_sigmas = pixel_map_sigmas(sigma, [float(s) for s in score.difference_sigmas], score.multiscale_map)
+        detector.settings = dataclasses.replace(detector.settings, difference_sigma=sigma, map_sigmas=map_sigmas)
+        if map_sigmas:
+            blurs = " and ".join(f"σ {s:g}" for s in map_sigmas)
+            print(f"{category}: pixel map: the larger of the {blurs} maps, each over its validation 99th percentile")
+        evaluation = evaluate_category(
+            category,
+            detector,
+            data,
+            assembly.image_threshold_rule(score),
+            score.pixel_threshold_quantile,
+            params.evaluate.aupro_fpr_limit,
+            params.seed,
+            params.evaluate.batch_size,
+            device,
+            ctx.progress,
+        )
     provenance = ctx.provenance(("data", "loss", "ae", "sdn", "score", "evaluate"), dataset["data_hash"])
     stamp = {"Software": "oesdn", "oesdn-provenance": json.dumps(provenance, sort_keys=True)}
     for warning in evaluation.warnings:
