@@ -75,7 +75,8 @@ def parallel_lanes(parallel_stages: int, categories: int) -> tuple[int, int]:
     The run's thread budget is `OMP_NUM_THREADS` (the `oesdn` command sets it to one per CPU unless
     the user did), split equally; 0 lanes means one per CPU, never more than there are categories.
     """
-    budget = int(os.environ.get("OMP_NUM_THREADS") or 0) or cpu_threads()
+    setting = os.environ.get("OMP_NUM_THREADS", "")
+    budget = int(setting) if setting.isdigit() and int(setting) > 0 else cpu_threads()  # "4,2" (nested) counts as unset
     lanes = max(1, min(parallel_stages or budget, categories))
     return lanes, max(1, budget // lanes)
 

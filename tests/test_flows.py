@@ -37,18 +37,24 @@ def git_dvc_project(root: Path) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """This checkout's pipeline on a user's own folder holding a good `brick` and a broken `grass`."""
-    root = tmp_path_factory.mktemp("flows")
+def pipeline_copy(root: Path, **orchestration: Any) -> dict[str, Any]:
+    """This checkout's pipeline in `root` with tiny params for `brick` and `grass`, MLflow on; returns the params."""
     for name in ("components", "pipelines"):
         shutil.copytree(PROJECT_ROOT / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("dvc.yaml", ".gitignore"):
         shutil.copy(PROJECT_ROOT / name, root / name)
     params = tiny_params(yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text()), ("brick", "grass"))
     params["tracking"]["enabled"] = True
-    params["orchestration"].update(retries=2, retry_delay_seconds=0.1)
+    params["orchestration"].update(orchestration)
     write_params(root / "params.yaml", params)
+    return params
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """This checkout's pipeline on a user's own folder holding a good `brick` and a broken `grass`."""
+    root = tmp_path_factory.mktemp("flows")
+    params = pipeline_copy(root, retries=2, retry_delay_seconds=0.1)
     oesdn("--no-progress", "generate", cwd=root)
     shutil.copytree(root / "data" / "bundled", root / "factory")
     shutil.rmtree(root / "data")
@@ -189,15 +195,25 @@ ERROR: failed to reproduce 'train_ae@brick'"""
 
 @pytest.mark.parametrize(
     ("parallel_stages", "budget", "categories", "expected"),
-    [(0, 2, 3, (2, 1)), (1, 2, 3, (1, 2)), (0, 16, 3, (3, 5)), (0, 2, 1, (1, 2)), (4, 2, 2, (2, 1)), (0, 1, 3, (1, 1))],
+    [
+        (0, "2", 3, (2, 1)),
+        (1, "2", 3, (1, 2)),
+        (0, "16", 3, (3, 5)),
+        (0, "2", 1, (1, 2)),
+        (4, "2", 2, (2, 1)),
+        (0, "1", 3, (1, 1)),
+    ],
 )
 def test_parallel_lanes_split_the_thread_budget(
-    parallel_stages: int, budget: int, categories: int, expected: tuple[int, int], monkeypatch: pytest.MonkeyPatch
+    parallel_stages: int, budget: str, categories: int, expected: tuple[int, int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from components.processes import cpu_threads
     from pipelines.flows import parallel_lanes
 
-    monkeypatch.setenv("OMP_NUM_THREADS", str(budget))
+    monkeypatch.setenv("OMP_NUM_THREADS", budget)
     assert parallel_lanes(parallel_stages, categories) == expected
+    monkeypatch.setenv("OMP_NUM_THREADS", "4,2")  # nested OpenMP levels: the CPUs are the budget
+    assert parallel_lanes(1, categories) == (1, cpu_threads())
 
 
 def test_categories_run_side_by_side_each_stage_on_its_share_of_the_threads(
@@ -211,14 +227,7 @@ def test_categories_run_side_by_side_each_stage_on_its_share_of_the_threads(
 
     from pipelines.flows import train_all
 
-    for name in ("components", "pipelines"):
-        shutil.copytree(PROJECT_ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("dvc.yaml", ".gitignore"):
-        shutil.copy(PROJECT_ROOT / name, tmp_path / name)
-    params = tiny_params(yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text()), ("brick", "grass"))
-    params["tracking"]["enabled"] = True
-    params["orchestration"]["parallel_stages"] = 0  # one per thread of the budget below
-    write_params(tmp_path / "params.yaml", params)
+    pipeline_copy(tmp_path, parallel_stages=0)  # one stage per thread of the budget below
     git_dvc_project(tmp_path)
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
 
