@@ -10,9 +10,10 @@ lock while a stage's command runs (`--wait-for-lock` waits for it otherwise) and
 each stage's own paths, which no two categories share.
 
 Whether a stage ran is read from DVC's state, never from its log text: the stage's `dvc.lock` entry
-before and after says whether its outputs changed, and a new run-cache entry says the command ran
-(a restore from the run cache adds none) with this stage's command and outputs. Every dvc process started here is stopped with the caller:
-`terminate_running` for an orderly exit, the parent-death signal of its stage commands otherwise.
+before and after says whether its outputs changed, and a new run-cache entry with this stage's
+command and outputs says the command ran (a restore from the run cache adds none). Every dvc process
+started here is stopped with the caller: `terminate_running` for an orderly exit, the parent-death
+signal of its stage commands otherwise.
 """
 
 from __future__ import annotations

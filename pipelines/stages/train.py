@@ -55,10 +55,8 @@ def fit_network(
     network = build_network(kind, arch)
     device = select_device(ctx.device)
     threads = torch.get_num_threads()
-    print(
-        f"{ctx.category}: training the {kind} on {device.type}"
-        + (f", {threads} CPU thread{'s' * (threads > 1)}" if device.type == "cpu" else "")
-    )
+    where = f"cpu, {threads} CPU thread{'s' if threads > 1 else ''}" if device.type == "cpu" else device.type
+    print(f"{ctx.category}: training the {kind} on {where}")
     result = fit(network, objective, train, val, settings, device)
     settings.checkpoint_path.unlink(missing_ok=True)
     return network, result
