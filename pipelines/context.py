@@ -36,8 +36,12 @@ class StageContext:
         return provenance_record(chosen, data_hash, self.code())
 
 
-def make_context(params_path: Path, category: str | None, progress: bool = True, device: str = "auto") -> StageContext:
+def make_context(
+    params_path: Path, category: str | None, progress: bool = True, device: str = "auto", root: Path | None = None
+) -> StageContext:
+    """The context of a command run in the project folder `root` (default: the working folder)."""
     params = load_params(params_path)
     if category is not None:
         params = params.for_category(category)
-    return StageContext(params=params, layout=ProjectLayout(Path.cwd()), category=category, progress=progress, device=device)
+    layout = ProjectLayout(Path.cwd() if root is None else root)
+    return StageContext(params=params, layout=layout, category=category, progress=progress, device=device)

@@ -64,7 +64,7 @@ class StageSlots:
             yield self.threads
 
 
-_working_directory_lock = threading.Lock()
+_registration_lock = threading.Lock()
 _stage_slots = StageSlots()
 """Unbounded outside `train_all`: a lone `train_category` runs one stage at a time anyway."""
 
@@ -125,13 +125,10 @@ def register_and_promote(project_dir: str, params_path: str, category: str) -> d
     from pipelines.context import make_context
     from pipelines.registration import register_category
 
-    with _working_directory_lock:  # categories side by side register one at a time: the folder is process-wide
-        previous = Path.cwd()
-        os.chdir(project_dir)  # the registry and layout resolve paths from the project folder
-        try:
-            registration = register_category(make_context(Path(params_path), category, progress=False, device="cpu"))
-        finally:
-            os.chdir(previous)
+    root = Path(project_dir).resolve()
+    ctx = make_context(root / params_path, category, progress=False, device="cpu", root=root)
+    with _registration_lock:  # categories side by side register one at a time: a SQLite store takes one writer
+        registration = register_category(ctx)
     for line in registration.lines():
         get_run_logger().info(line)
     return {

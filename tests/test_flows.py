@@ -220,7 +220,8 @@ def test_categories_run_side_by_side_each_stage_on_its_share_of_the_threads(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Two categories on a two-thread budget: their stages overlap in time, each stage command runs
-    on one thread, both register into one new SQLite store, and each keeps its own pipeline-run tag."""
+    on one thread, both register into one new SQLite store, and each keeps its own pipeline-run tag.
+    Nothing changes the process's working folder, which every thread shares: the project is named."""
     from mlflow import MlflowClient
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName
@@ -231,6 +232,10 @@ def test_categories_run_side_by_side_each_stage_on_its_share_of_the_threads(
     git_dvc_project(tmp_path)
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
 
+    def no_chdir(path: object) -> None:
+        raise AssertionError(f"the flow changed the process's working folder to {path}")
+
+    monkeypatch.setattr(os, "chdir", no_chdir)
     state = train_all(None, str(tmp_path), return_state=True)
 
     assert state.is_completed(), state.message
