@@ -95,6 +95,7 @@ def fit_settings(
         min_steps=optim.min_steps,
         crop_size=optim.crop_size,
         validate_from=optim.validate_from,
+        validations=optim.validations,
     )
 
 

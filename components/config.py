@@ -105,6 +105,12 @@ class OptimConfig(_Section):
         lt=1.0,
         description="share of the epochs trained before the first validation (the best weights come later); 0 = every epoch",
     )
+    validations: int = Field(
+        default=0,
+        ge=0,
+        le=10_000,
+        description="validate at most this many epochs after validate_from, evenly spaced back from the last; 0 = every one",
+    )
 
 
 class AEConfig(OptimConfig):

@@ -30,6 +30,7 @@ def test_project_params_are_valid(project_params, tmp_path: Path) -> None:
         ("ae", "learning_rat", 0.1, "ae.learning_rat"),
         ("sdn", "crop_size", 40, "sdn.crop_size"),
         ("ae", "validate_from", 1.0, "ae.validate_from"),
+        ("sdn", "validations", -1, "sdn.validations"),
         ("score", "image_distances", ["squared", "squared"], "score.image_distances"),
         ("score", "image_distances", [], "score.image_distances"),
         ("score", "image_distances", ["cosine"], "score.image_distances"),

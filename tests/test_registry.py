@@ -36,6 +36,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     params = tiny_params(yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text()))
     params["tracking"]["enabled"] = True
     params["registry"]["promotion_margin"] = 0.01
+    params["ae"].update(epochs=5, validations=2)  # checks from epoch 3 on (validate_from 0.5), 2 apart
     write_params(root / "params.yaml", params)
     oesdn("--no-progress", "generate", cwd=root)
     for stage in ("prepare", "train-ae", "train-sdn", "evaluate"):
@@ -68,8 +69,8 @@ def test_each_training_and_evaluation_stage_is_a_tagged_run(project: Path, clien
     assert runs["train_sdn"].data.params["sdn.lambda_oer"] == "0.5"
     train_loss = client.get_metric_history(runs["train_ae"].info.run_id, "train_loss")
     val_loss = client.get_metric_history(runs["train_ae"].info.run_id, "val_loss")
-    assert [m.step for m in train_loss] == [1, 2]
-    assert [m.step for m in val_loss] == [2]  # ae.validate_from: 0.5 checks the second half only
+    assert [m.step for m in train_loss] == [1, 2, 3, 4, 5]
+    assert [m.step for m in val_loss] == [3, 5]  # the second half only, at most ae.validations checks, the last included
     evaluation = runs["evaluate"].data.metrics
     assert {"oe_sdn.pixel_auroc", "ae_l2.image_auroc", "ae_ssim.aupro"} <= set(evaluation)
     artifacts = {a.path for a in client.list_artifacts(runs["evaluate"].info.run_id, "plots")}

@@ -133,6 +133,45 @@ def test_the_last_epoch_is_always_validated(tmp_path: Path) -> None:
     assert result.best_epoch == 3
 
 
+@pytest.mark.parametrize(
+    ("epochs", "validate_from", "validations", "expected"),
+    [
+        (65, 0.5, 8, range(34, 65, 5)),  # 33 epochs from 32 on: 7 checks, 5 apart, the last included
+        (65, 0.5, 0, range(32, 65)),  # 0 = every epoch from validate_from on
+        (15, 0.5, 8, range(7, 15)),  # fewer epochs than checks: every one, as before
+        (10, 0.0, 1, range(9, 10)),  # one check: the last epoch
+    ],
+)
+def test_checks_are_spread_back_from_the_last_epoch(epochs: int, validate_from: float, validations: int, expected: range) -> None:
+    settings = replace(_settings(Path("unused")), validate_from=validate_from, validations=validations)
+    checked = settings.validated_epochs(epochs)
+    assert list(checked) == list(expected)
+    assert len(checked) <= (validations or epochs) and checked[-1] == epochs - 1
+
+
+def test_spaced_checks_train_the_same_steps_and_keep_the_best_checked_epoch(tmp_path: Path) -> None:
+    train, val = _data()
+    every = fit(_model(), OBJECTIVE, train, val, _settings(tmp_path / "every", epochs=6), CPU)
+    spaced = fit(_model(), OBJECTIVE, train, val, _settings(tmp_path / "spaced", epochs=6, validations=2), CPU)
+    assert [h["train_loss"] for h in spaced.history] == [h["train_loss"] for h in every.history]
+    checked = [every.history[2]["val_loss"], every.history[5]["val_loss"]]
+    assert [h.get("val_loss") for h in spaced.history] == [None, None, checked[0], None, None, checked[1]]
+    assert spaced.best_val_loss == min(checked)
+    assert spaced.best_epoch == (3 if checked[0] < checked[1] else 6)
+
+
+def test_patience_counts_epochs_between_spaced_checks(tmp_path: Path) -> None:
+    train, val = _data()
+    # a learning rate this high makes the validation loss worse after the first check; with checks 3 epochs
+    # apart, a patience of 3 epochs stops at the first check that is not the best
+    settings = _settings(tmp_path, epochs=30, validations=10, patience=3, learning_rate=0.5)
+    result = fit(_model(), OBJECTIVE, train, val, settings, CPU)
+    checks = [h for h in result.history if "val_loss" in h]
+    assert len(result.history) < 30
+    assert checks[-1] is result.history[-1] and checks[-1]["val_loss"] > result.best_val_loss
+    assert result.history[-1]["epoch"] - result.best_epoch == 3  # counting checks instead would run 9 epochs on
+
+
 def test_seeding_asks_torch_for_deterministic_kernels_warning_where_none_exist() -> None:
     import torch
 
