@@ -62,10 +62,20 @@ TRAINING_SECTIONS = ("seed", "data", "bundled", "loss", "ae", "sdn")
 `sdn.candidates`, so with candidates listed the score section is part of the training too."""
 
 
-def training_key(params: Params) -> str:
-    """Identifies the trained networks of a run: two runs with this key share a workspace."""
+def _dumped(params: Params) -> dict[str, Any]:
+    """The params the keys hash: not the suite's location, and not a setting at the value that was
+    its behaviour before it existed (validations 0), so earlier keys hold and their runs are reused."""
     dumped = params.model_dump(mode="json")
     dumped["data"].pop("root")
+    for section in ("ae", "sdn"):
+        if dumped[section]["validations"] == 0:
+            del dumped[section]["validations"]
+    return dumped
+
+
+def training_key(params: Params) -> str:
+    """Identifies the trained networks of a run: two runs with this key share a workspace."""
+    dumped = _dumped(params)
     sections = TRAINING_SECTIONS + (("score",) if params.sdn.candidates else ())
     keyed = {k: dumped[k] for k in sections}
     if params.score.tile_size:  # the SDN's targets are the tiled AE's outputs (unset: earlier keys hold)
@@ -80,8 +90,7 @@ def run_key(params: Params) -> str:
     The code version is recorded in each result instead; a result made by other code is reused
     with a note saying so (`--no-cache` re-runs everything).
     """
-    dumped = params.model_dump(mode="json")
-    dumped["data"].pop("root")
+    dumped = _dumped(params)
     sections = TRAINING_SECTIONS + ("score", "evaluate")
     return hashlib.sha256(json.dumps({k: dumped[k] for k in sections}, sort_keys=True).encode()).hexdigest()[:12]
 

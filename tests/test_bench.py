@@ -333,3 +333,17 @@ def test_two_suite_processes_take_turns_on_a_shared_workspace(tmp_path: Path, mo
         assert worker.is_alive() and seen == [], "the second run waits for the first"
     worker.join(timeout=10)
     assert seen == ["ran"]
+
+
+def test_run_keys_leave_out_a_setting_at_its_former_behaviour_so_earlier_runs_are_reused(tmp_path: Path) -> None:
+    from pipelines import devsuite
+
+    def params(validations: int) -> object:
+        overrides = {"ae": {"validations": validations}, "sdn": {"validations": validations}}
+        return devsuite.suite_params(PROJECT_ROOT / "params.yaml", tmp_path, "brick", 0, overrides)
+
+    every, spaced = params(0), params(8)
+    assert all("validations" not in devsuite._dumped(every)[section] for section in ("ae", "sdn"))
+    assert devsuite._dumped(spaced)["ae"]["validations"] == 8
+    assert devsuite.training_key(spaced) != devsuite.training_key(every)
+    assert devsuite.run_key(spaced) != devsuite.run_key(every)
