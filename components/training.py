@@ -62,8 +62,8 @@ class FitSettings:
     validations: int = 0
     """Validate at most this many epochs of those from `validate_from` on, evenly spaced back from the
     last (0 = every one). A 150-image category at 256 px trains 40-70 short epochs, and a check on its
-    whole validation images cost more than the epoch itself: half the training time went to checks
-    of epochs whose loss was still falling. Training itself is unchanged."""
+    whole validation images cost more than the epoch itself: at 450 AE steps a third of the AE's
+    training time went to checks of epochs whose loss was still falling. Training itself is unchanged."""
 
     def validated_epochs(self, epochs: int) -> range:
         """The 0-based epochs validated: from `validate_from` on, every `step`-th counting back from
