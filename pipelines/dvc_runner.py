@@ -153,9 +153,14 @@ def lock_entry(root: Path, stage: str) -> dict[str, object] | None:
 
 
 def run_cache_entries(root: Path) -> set[str]:
-    """Files of DVC's run cache: running a stage adds one, restoring a cached run adds none."""
+    """Files of DVC's run cache: running a stage adds one, restoring a cached run adds none.
+
+    Not the hidden `.<random>.tmp` files a dvc beside this one writes and renames into an entry.
+    """
     runs = _cache_dir(root) / "runs"
-    return {str(path.relative_to(runs)) for path in runs.rglob("*") if path.is_file()} if runs.is_dir() else set()
+    if not runs.is_dir():
+        return set()
+    return {str(path.relative_to(runs)) for path in runs.rglob("*") if path.is_file() and not path.name.startswith(".")}
 
 
 def _is_run_of(root: Path, new_entries: set[str], entry: dict[str, object] | None) -> bool:
@@ -167,7 +172,10 @@ def _is_run_of(root: Path, new_entries: set[str], entry: dict[str, object] | Non
         return False
     runs = _cache_dir(root) / "runs"
     for name in new_entries:
-        record = yaml.safe_load((runs / name).read_text()) or {}
+        try:
+            record = yaml.safe_load((runs / name).read_text()) or {}
+        except FileNotFoundError:  # another category's dvc replaced it meanwhile: not this stage's run
+            continue
         if record.get("cmd") == entry.get("cmd") and record.get("outs") == entry.get("outs"):
             return True
     return False
