@@ -96,7 +96,6 @@ def fit_settings(
         crop_size=optim.crop_size,
         validate_from=optim.validate_from,
         validations=optim.validations,
-        lr_schedule=optim.lr_schedule,
     )
 
 

@@ -111,10 +111,6 @@ class OptimConfig(_Section):
         le=10_000,
         description="validate at most this many epochs after validate_from, evenly spaced back from the last; 0 = every one",
     )
-    lr_schedule: Literal["constant", "cosine"] = Field(
-        default="constant",
-        description="learning rate over the steps: constant, or cosine (from learning_rate down to 0 at the last step)",
-    )
 
 
 class AEConfig(OptimConfig):

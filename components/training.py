@@ -65,20 +65,6 @@ class FitSettings:
     whole validation images cost more than the epoch itself: at 450 AE steps a third of the AE's
     training time went to checks of epochs whose loss was still falling. Training itself is unchanged."""
 
-    lr_schedule: str = "constant"
-    """"constant", or "cosine": the learning rate falls from `learning_rate` along half a cosine to 0
-    at the last step. With a fixed step budget the late, small steps settle the weights that a
-    constant rate keeps shaking, so the same steps reach a lower loss."""
-
-    def learning_rate_at(self, step: int, total_steps: int) -> float:
-        """The learning rate of the 0-based optimiser `step` of `total_steps`: a pure function of the
-        step, so a run resumed from a checkpoint continues the schedule where it stopped."""
-        if self.lr_schedule == "constant":
-            return self.learning_rate
-        if self.lr_schedule == "cosine":
-            return self.learning_rate * 0.5 * (1.0 + math.cos(math.pi * step / total_steps))
-        raise ValueError(f"{self.param_prefix}.lr_schedule must be constant or cosine, got {self.lr_schedule!r}")
-
     def validated_epochs(self, epochs: int) -> range:
         """The 0-based epochs validated: from `validate_from` on, every `step`-th counting back from
         the last, so that the last epoch always is and at most `validations` are."""
@@ -215,7 +201,6 @@ def _fit(
         tqdm.write(f"resuming {settings.param_prefix} training from epoch {start_epoch + 1} ({settings.checkpoint_path})")
 
     epochs = settings.epochs_for(len(train_data[0]))
-    steps_per_epoch = max(1, len(train_data[0]) // settings.batch_size)  # as many as `_batches` makes
     validated = settings.validated_epochs(epochs)
     bar = tqdm(
         range(start_epoch, epochs),
@@ -240,8 +225,6 @@ def _fit(
             _check_finite(loss, f"epoch {epoch + 1}, batch {step + 1}", settings)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            for group in optimizer.param_groups:
-                group["lr"] = settings.learning_rate_at(epoch * steps_per_epoch + step, epochs * steps_per_epoch)
             optimizer.step()
             for name, value in {"loss": loss, **terms}.items():
                 terms_sum[name] = terms_sum.get(name, 0.0) + value.item()

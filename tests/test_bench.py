@@ -347,8 +347,3 @@ def test_run_keys_leave_out_a_setting_at_its_former_behaviour_so_earlier_runs_ar
     assert devsuite._dumped(spaced)["ae"]["validations"] == 8
     assert devsuite.training_key(spaced) != devsuite.training_key(every)
     assert devsuite.run_key(spaced) != devsuite.run_key(every)
-
-    cosine = devsuite.suite_params(PROJECT_ROOT / "params.yaml", tmp_path, "brick", 0, {"ae": {"lr_schedule": "cosine"}})
-    assert "lr_schedule" not in devsuite._dumped(every)["ae"]
-    assert devsuite._dumped(cosine)["ae"]["lr_schedule"] == "cosine"
-    assert devsuite.training_key(cosine) != devsuite.training_key(every)

@@ -31,7 +31,6 @@ def test_project_params_are_valid(project_params, tmp_path: Path) -> None:
         ("sdn", "crop_size", 40, "sdn.crop_size"),
         ("ae", "validate_from", 1.0, "ae.validate_from"),
         ("sdn", "validations", -1, "sdn.validations"),
-        ("ae", "lr_schedule", "linear", "ae.lr_schedule"),
         ("score", "image_distances", ["squared", "squared"], "score.image_distances"),
         ("score", "image_distances", [], "score.image_distances"),
         ("score", "image_distances", ["cosine"], "score.image_distances"),

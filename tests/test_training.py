@@ -92,52 +92,6 @@ def test_an_interrupted_run_resumes_to_the_same_result(tmp_path: Path) -> None:
     assert all(torch.equal(a, b) for a, b in zip(_weights(reference), _weights(resumed), strict=True))
 
 
-def test_the_cosine_schedule_falls_from_the_learning_rate_to_zero_and_constant_stays() -> None:
-    cosine = _settings(Path("unused"), lr_schedule="cosine", learning_rate=0.01)
-    assert [round(cosine.learning_rate_at(step, 4), 6) for step in range(5)] == [0.01, 0.008536, 0.005, 0.001464, 0.0]
-    assert _settings(Path("unused")).learning_rate_at(3, 4) == 1e-3
-    with pytest.raises(ValueError, match="ae.lr_schedule"):
-        _settings(Path("unused"), lr_schedule="linear").learning_rate_at(0, 4)
-
-
-def test_a_cosine_run_steps_with_the_falling_rate_and_resumes_on_its_schedule(tmp_path: Path) -> None:
-    train, val = _data()
-    settings = _settings(tmp_path / "cosine", lr_schedule="cosine", epochs=4)
-    steps = 4 * 2  # 9 images in batches of 4: two steps per epoch
-    rates: list[float] = []
-    original_step = torch.optim.Adam.step
-
-    def recording_step(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        rates.append(self.param_groups[0]["lr"])
-        return original_step(self, *args, **kwargs)
-
-    reference = _model()
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(torch.optim.Adam, "step", recording_step)
-        fit(reference, OBJECTIVE, train, val, settings, CPU)
-    assert rates == pytest.approx([settings.learning_rate_at(step, steps) for step in range(steps)])
-    assert rates[0] == 1e-3 and rates[-1] < 0.05 * 1e-3
-
-    constant = _model()
-    fit(constant, OBJECTIVE, train, val, replace(settings, checkpoint_path=tmp_path / "c.pt", lr_schedule="constant"), CPU)
-    assert not all(torch.equal(a, b) for a, b in zip(_weights(reference), _weights(constant), strict=True))
-
-    calls = {"n": 0}
-
-    def crashing(model: nn.Module, batch, generator):  # type: ignore[no-untyped-def]
-        calls["n"] += 1
-        if calls["n"] == 7:  # 2 train + 1 validation call per epoch: dies in epoch 3
-            raise _Interrupt
-        return OBJECTIVE(model, batch, generator)
-
-    interrupted = replace(settings, checkpoint_path=tmp_path / "resume.pt")
-    with pytest.raises(_Interrupt):
-        fit(_model(), crashing, train, val, interrupted, CPU)
-    resumed = _model()
-    assert fit(resumed, OBJECTIVE, train, val, interrupted, CPU).resumed_from_epoch == 2
-    assert all(torch.equal(a, b) for a, b in zip(_weights(reference), _weights(resumed), strict=True))
-
-
 def test_a_checkpoint_from_other_settings_is_not_resumed(tmp_path: Path) -> None:
     train, val = _data()
     fit(_model(), OBJECTIVE, train, val, _settings(tmp_path, epochs=1), CPU)
