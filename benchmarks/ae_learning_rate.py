@@ -26,31 +26,43 @@ def main() -> None:
     parser.add_argument("rates", type=float, nargs="+", help="AE learning rates to train with")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda[:N]")
     args = parser.parse_args()
 
     import torch
 
     from components import assembly
-    from components.config import load_params
+    from components.config import ConfigError, Params, _validate, load_params
     from components.data.prepared import load_prepared
     from components.models.oesdn.objectives import AutoencoderObjective
     from components.models.oesdn.persistence import build_network
-    from components.runtime import seed_everything, to_float
+    from components.runtime import seed_everything, select_device, to_float
     from components.training import fit
 
+    def with_rate(params: Params, rate: float) -> Params:
+        """`params` with the AE's learning rate replaced, validated as params.yaml is (the key named)."""
+        raw = params.model_dump(mode="json")
+        raw["ae"]["learning_rate"] = rate
+        return _validate(raw, origin=f"{args.params} with ae.learning_rate {rate:g}")
+
     torch.set_num_threads(args.threads)
-    params = load_params(args.params)
-    data = load_prepared(args.prepared)
+    try:
+        params = load_params(args.params)
+        runs = [with_rate(params, rate) for rate in args.rates]
+        data = load_prepared(args.prepared)
+        device = select_device(args.device)
+    except (ConfigError, FileNotFoundError, RuntimeError) as error:
+        parser.error(str(error))
     objective = AutoencoderObjective(assembly.reconstruction_loss(params.loss))
     with tempfile.TemporaryDirectory() as scratch:
-        for rate in args.rates:
-            ae = params.ae.model_copy(update={"learning_rate": rate})
+        for rate, run in zip(args.rates, runs, strict=True):
+            ae = run.ae
             seed_everything(params.seed)
             settings = assembly.fit_settings(ae, params.seed, Path(scratch) / f"ae_{rate}.pt", f"lr {rate}", "ae", False)
             network = build_network("ae", assembly.ae_arch(params.data.channels, ae))
             started = time.process_time()
             with contextlib.redirect_stdout(io.StringIO()):  # the per-epoch lines
-                result = fit(network, objective, (to_float(data.train),), (to_float(data.val),), settings, torch.device("cpu"))
+                result = fit(network, objective, (to_float(data.train),), (to_float(data.val),), settings, device)
             checked = [f"{h['val_loss']:.4f}" for h in result.history if "val_loss" in h]
             print(
                 f"learning rate {rate:g}: best validation loss {result.best_val_loss:.4f} at epoch {result.best_epoch} "
