@@ -32,7 +32,7 @@ def main() -> None:
     import torch
 
     from components import assembly
-    from components.config import ConfigError, Params, _validate, load_params
+    from components.config import ConfigError, Params, load_params, validate_params
     from components.data.prepared import load_prepared
     from components.models.oesdn.objectives import AutoencoderObjective
     from components.models.oesdn.persistence import build_network
@@ -43,7 +43,7 @@ def main() -> None:
         """`params` with the AE's learning rate replaced, validated as params.yaml is (the key named)."""
         raw = params.model_dump(mode="json")
         raw["ae"]["learning_rate"] = rate
-        return _validate(raw, origin=f"{args.params} with ae.learning_rate {rate:g}")
+        return validate_params(raw, origin=f"{args.params} with ae.learning_rate {rate:g}")
 
     torch.set_num_threads(args.threads)
     try:

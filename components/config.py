@@ -351,24 +351,29 @@ class Params(_Section):
             raise ConfigError(f"unknown category {category!r}; params.yaml `categories` lists {sorted(self.categories)}")
         merged = self.model_dump(mode="python")
         for section, overrides in self.categories[category].items():
-            merged[section] = _deep_merge(merged[section], overrides)
-        return _validate(merged, origin=f"categories.{category}")
+            merged[section] = deep_merge(merged[section], overrides)
+        return validate_params(merged, origin=f"categories.{category}")
 
 
 _OVERRIDABLE = ("data", "loss", "ae", "sdn", "score", "evaluate")
 
 
-def _deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `overrides` merged in, nested sections key by key; `base` is left untouched.
+
+    One rule for every layer of overrides: a category's section in params.yaml and the bench's `--set`.
+    """
     merged = copy.deepcopy(base)
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
+            merged[key] = deep_merge(merged[key], value)
         else:
             merged[key] = value
     return merged
 
 
-def _validate(raw: dict[str, Any], origin: str) -> Params:
+def validate_params(raw: dict[str, Any], origin: str) -> Params:
+    """Settings from a plain dict, or a ConfigError naming each bad key and `origin` (a file, a category, a run)."""
     try:
         return Params.model_validate(raw)
     except ValidationError as error:
@@ -391,4 +396,4 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         raise ConfigError(f"{path} is not valid YAML: {error}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path} must hold a mapping of sections, got {type(raw).__name__}")
-    return _validate(raw, origin=str(path))
+    return validate_params(raw, origin=str(path))

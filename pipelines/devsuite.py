@@ -39,22 +39,15 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     return nested
 
 
-def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in overrides.items():
-        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
-    return merged
-
-
 def suite_params(params_path: Path, root: Path, category: str, seed: int, overrides: dict[str, Any]) -> Params:
-    from components.config import _validate
+    from components.config import deep_merge, validate_params
 
     raw = load_params(params_path).model_dump(mode="json")
-    raw = _merge(raw, overrides)
+    raw = deep_merge(raw, overrides)
     raw |= {"seed": seed, "categories": {category: {}}}
     raw["data"] = raw["data"] | {"root": str(root)}
     raw["tracking"] = raw["tracking"] | {"enabled": False}
-    return _validate(raw, origin=f"devsuite run {category} seed {seed}").for_category(category)
+    return validate_params(raw, origin=f"devsuite run {category} seed {seed}").for_category(category)
 
 
 TRAINING_SECTIONS = ("seed", "data", "bundled", "loss", "ae", "sdn")
