@@ -6,7 +6,8 @@ the figures. The clone's own code runs (it goes first on PYTHONPATH), so uncommi
 measured. Kept out of CI: it trains every bundled category (about 8 minutes on two idle cores).
 
     python benchmarks/run_time.py                        # the defaults
-    python benchmarks/run_time.py --parallel-stages 1    # categories one after another, for comparison
+    python benchmarks/run_time.py --set orchestration.parallel_stages=1   # categories one after another
+    python benchmarks/run_time.py --set ae.min_steps=600                  # a candidate default, before committing it
 """
 
 from __future__ import annotations
@@ -31,17 +32,35 @@ STAGE_LINE = re.compile(
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parallel-stages", type=int, help="set orchestration.parallel_stages in the clone's params.yaml")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a setting in the clone's params.yaml, e.g. ae.min_steps=600 (repeatable)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the clone (its path is printed) instead of deleting it")
     args = parser.parse_args()
     source = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(source))
+    from components.config import ConfigError, deep_merge, validate_params
+    from pipelines.devsuite import parse_overrides
+
+    if bad := [pair for pair in args.set if not pair.partition("=")[0] or "=" not in pair]:
+        parser.error(f"--set wants section.key=value, got {bad[0]!r}")
+    # HEAD's params.yaml is the clone's; checked here so a bad override stops before anything is cloned.
+    head_params = subprocess.run(["git", "show", "HEAD:params.yaml"], cwd=source, capture_output=True, text=True, check=True)
+    params = deep_merge(yaml.safe_load(head_params.stdout), parse_overrides(args.set))
+    try:
+        validate_params(params, origin=f"params.yaml with {' '.join(args.set)}")
+    except ConfigError as error:
+        parser.error(str(error))
     scratch = tempfile.mkdtemp(prefix="oesdn-run-time-")
     clone = Path(scratch) / "project"
     subprocess.run(["git", "clone", "--quiet", str(source), str(clone)], check=True)
-    if args.parallel_stages is not None:
-        params = yaml.safe_load((clone / "params.yaml").read_text())
-        params["orchestration"]["parallel_stages"] = args.parallel_stages
+    if args.set:
         (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        print(f"params.yaml overrides: {' '.join(args.set)}")
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=clone, capture_output=True, text=True, check=True
     ).stdout.strip()
