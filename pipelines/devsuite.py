@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from components.config import Params, load_params
+from components.config import Params, deep_merge, load_params, validate_params
 from pipelines.context import StageContext
 from pipelines.project_paths import ProjectLayout
 
@@ -40,8 +40,6 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
 
 
 def suite_params(params_path: Path, root: Path, category: str, seed: int, overrides: dict[str, Any]) -> Params:
-    from components.config import deep_merge, validate_params
-
     raw = load_params(params_path).model_dump(mode="json")
     raw = deep_merge(raw, overrides)
     raw |= {"seed": seed, "categories": {category: {}}}
