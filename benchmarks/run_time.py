@@ -46,12 +46,10 @@ def main() -> int:
     from components.config import ConfigError, deep_merge, validate_params
     from pipelines.devsuite import parse_overrides
 
-    if bad := [pair for pair in args.set if not pair.partition("=")[0] or "=" not in pair]:
-        parser.error(f"--set wants section.key=value, got {bad[0]!r}")
     # HEAD's params.yaml is the clone's; checked here so a bad override stops before anything is cloned.
     head_params = subprocess.run(["git", "show", "HEAD:params.yaml"], cwd=source, capture_output=True, text=True, check=True)
-    params = deep_merge(yaml.safe_load(head_params.stdout), parse_overrides(args.set))
     try:
+        params = deep_merge(yaml.safe_load(head_params.stdout), parse_overrides(args.set))
         validate_params(params, origin=f"params.yaml with {' '.join(args.set)}")
     except ConfigError as error:
         parser.error(str(error))

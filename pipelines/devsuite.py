@@ -19,18 +19,21 @@ from typing import Any
 
 import yaml
 
-from components.config import Params, deep_merge, load_params, validate_params
+from components.config import ConfigError, Params, deep_merge, load_params, validate_params
 from pipelines.context import StageContext
 from pipelines.project_paths import ProjectLayout
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
-    """`section.key=value` pairs (value in YAML) into a nested dict, as `dvc exp run -S` takes them."""
+    """`section.key=value` pairs (value in YAML) into a nested dict, as `dvc exp run -S` takes them.
+
+    A malformed pair is a ConfigError, which each entry point reports as a usage error.
+    """
     nested: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"oesdn bench devsuite: --set wants section.key=value, got {pair!r}")
+        if not sep or not all(key.split(".")):
+            raise ConfigError(f"--set wants section.key=value, got {pair!r}")
         node = nested
         *parents, leaf = key.split(".")
         for part in parents:

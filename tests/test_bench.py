@@ -347,3 +347,14 @@ def test_run_keys_leave_out_a_setting_at_its_former_behaviour_so_earlier_runs_ar
     assert devsuite._dumped(spaced)["ae"]["validations"] == 8
     assert devsuite.training_key(spaced) != devsuite.training_key(every)
     assert devsuite.run_key(spaced) != devsuite.run_key(every)
+
+
+@pytest.mark.parametrize("pair", ["ae.min_steps", "=600", "ae..min_steps=600", "ae.min_steps.=600"])
+def test_devsuite_refuses_a_malformed_set_naming_it_before_building_anything(
+    pair: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "suite"
+    argv = ["--no-progress", "bench", "devsuite", "--root", str(root), "--categories", "moon", "--out", str(tmp_path)]
+    assert main([*argv, "--set", pair]) == 2
+    assert f"--set wants section.key=value, got {pair!r}" in capsys.readouterr().err
+    assert not root.exists(), "the suite is not built for a run that cannot start"

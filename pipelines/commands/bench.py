@@ -156,6 +156,7 @@ def _devsuite(args: argparse.Namespace, device: Any) -> int:
     from components.io import atomic_path, write_text_atomic
     from pipelines.devsuite import parse_overrides, run_suite
 
+    overrides = parse_overrides(args.overrides)  # a malformed --set stops before the suite is built
     root = args.root or Path("data/devsuite256" if args.hires else "data/devsuite")
     name = args.name or ("devsuite256" if args.hires else "devsuite")
     categories = args.categories or list(CATEGORIES)
@@ -167,7 +168,6 @@ def _devsuite(args: argparse.Namespace, device: Any) -> int:
         )
     spec = HIRES_SPEC if args.hires else DevSuiteSpec()
     generate_devsuite(root, tuple(c for c in categories if c in CATEGORIES), spec, progress=not args.no_progress)
-    overrides = parse_overrides(args.overrides)
     records = run_suite(
         args.params,
         root,
