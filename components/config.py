@@ -28,6 +28,7 @@ AUX_TRANSFORMS = (
     "channel_shuffle",
     "foreign_patch",
     "noise_patch",
+    "stroke_patch",
 )
 
 

@@ -6,8 +6,8 @@ Two families:
   its ablations; inversion and channel shuffling). The whole image is the outlier, so the target
   is the transformed image itself. They work where orientation or colour defines the class (digits,
   garments) but not on isotropic or periodic textures, where a rotated texture is still normal.
-* Local corruptions (`foreign_patch`, `noise_patch`): an irregular blob of foreign content pasted
-  into a normal image. Inside the blob the target is the corrupted image (copy what is not
+* Local corruptions (`foreign_patch`, `noise_patch`, `stroke_patch`): an irregular blob, or a thin
+  curved stroke, of foreign content pasted into a normal image. Inside the blob the target is the corrupted image (copy what is not
   normal); outside it, the AE's output for the clean image (imitate the AE's style where the image
   is normal). So the two terms of the objective never disagree about a pixel, and the SDN learns
   that content unlike the category is to be copied, whatever the category is.
@@ -22,9 +22,13 @@ import kornia
 import torch
 from torch.nn import functional as F
 
-LOCAL_TRANSFORMS = ("foreign_patch", "noise_patch")
+LOCAL_TRANSFORMS = ("foreign_patch", "noise_patch", "stroke_patch")
 MIN_LOCAL_AREA = 0.004
 """Smallest share of the image a local corruption covers."""
+STROKE_WIDTH = (0.5, 1.5)
+"""Half-width range of a `stroke_patch` stroke, in pixels of the training crop: 1-3 px wide."""
+STROKE_POINTS = 4
+"""Curve points sampled per pixel of the crop side: dense enough that the stroke has no gaps."""
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,27 @@ def blob_masks(count: int, size: int, max_area: float, generator: torch.Generato
     return (flat >= cutoff).view(count, size, size)
 
 
+def stroke_masks(count: int, size: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """bool (count, size, size) thin curved strokes, one per image: a scratch, a crack, a fibre.
+
+    A quadratic Bezier curve from a random start through a random control point to a random end
+    (its length up to the crop's diagonal), 1-3 px wide: the pixels within the drawn half-width of
+    the curve. Blobs teach the SDN to copy broad foreign content; a defect a pixel or two wide is
+    another shape, which a blob never shows it.
+    """
+    points = torch.rand((count, 3, 2), generator=generator, device=generator.device).to(device) * (size - 1)
+    half_width = STROKE_WIDTH[0] + (STROKE_WIDTH[1] - STROKE_WIDTH[0]) * torch.rand(
+        count, generator=generator, device=generator.device
+    ).to(device)
+    t = torch.linspace(0.0, 1.0, STROKE_POINTS * size, device=device)[None, :, None]
+    start, control, end = points[:, 0:1], points[:, 1:2], points[:, 2:3]
+    curve = (1 - t) ** 2 * start + 2 * (1 - t) * t * control + t**2 * end  # (count, M, 2) as (row, col)
+    axis = torch.arange(size, device=device, dtype=curve.dtype)
+    grid = torch.stack(torch.meshgrid(axis, axis, indexing="ij"), dim=-1).view(1, size * size, 2)
+    nearest = torch.cdist(grid.expand(count, -1, -1), curve).amin(dim=2)  # (count, size*size)
+    return (nearest <= half_width[:, None]).view(count, size, size)
+
+
 def _foreign_content(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Another image of the batch, turned by 90-270 degrees and recoloured: foreign for any category."""
     turns = int(torch.randint(1, 4, (1,), generator=generator, device=generator.device))
@@ -116,7 +141,7 @@ def _noise_content(images: torch.Tensor, generator: torch.Generator) -> torch.Te
     return F.interpolate(noise.to(images.device, images.dtype), size=images.shape[-2:], mode="bilinear", align_corners=False)
 
 
-_LOCAL_CONTENT = {"foreign_patch": _foreign_content, "noise_patch": _noise_content}
+_LOCAL_CONTENT = {"foreign_patch": _foreign_content, "noise_patch": _noise_content, "stroke_patch": _foreign_content}
 
 
 def local_corruption(
@@ -124,7 +149,10 @@ def local_corruption(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(corrupted images, bool (N, H, W) mask of the pixels that were corrupted)."""
     count, size = images.shape[0], images.shape[-1]
-    masks = blob_masks(count, size, settings.local_max_area, generator, images.device)
+    if kind == "stroke_patch":
+        masks = stroke_masks(count, size, generator, images.device)
+    else:
+        masks = blob_masks(count, size, settings.local_max_area, generator, images.device)
     content = _LOCAL_CONTENT[kind](images, generator)
     opacity = _uniform((count, 1, 1, 1), 0.6, 1.0, generator, images)
     weight = masks[:, None].to(images.dtype) * opacity
