@@ -28,6 +28,16 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager[None]:
     return contextlib.nullcontext()
 
 
+def cpu_capability() -> str:
+    """The vector instruction set torch's CPU kernels dispatch to here (e.g. AVX2, AVX512).
+
+    Why it is recorded: kernels for another instruction set sum floats in another order, so the
+    same seed, code and data train to other last bits, and a run reproduces bit for bit only on a
+    CPU of the same capability (and thread count).
+    """
+    return str(torch.backends.cpu.get_cpu_capability())
+
+
 def seed_everything(seed: int) -> None:
     """Seed every RNG and ask torch for deterministic kernels, so a seed fixes the result."""
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")

@@ -158,6 +158,7 @@ def run_suite(
     from tqdm.auto import tqdm
 
     from components.io import write_json_atomic
+    from components.runtime import cpu_capability
 
     records = []
     fingerprints: dict[str, str] = {}
@@ -177,7 +178,7 @@ def run_suite(
             continue
         workspace = cache / f"train-{training_key(params)}" / f"{category}-{data}" / f"seed{seed}"
         record = run_category(params, category, workspace, device, progress=False)
-        record |= {"settings_key": key, "source_sha256": source, "overrides": overrides}
+        record |= {"settings_key": key, "source_sha256": source, "overrides": overrides, "cpu_capability": cpu_capability()}
         write_json_atomic(done, record)
         tqdm.write(_one_line(record))
         records.append(record)

@@ -244,6 +244,7 @@ def test_devsuite_cli_runs_the_pipeline_stages_and_reuses_training_for_a_scoring
 ) -> None:
     import yaml
 
+    from components.runtime import cpu_capability
     from tests.conftest import tiny_params, write_params
 
     params = tiny_params(yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text()))
@@ -272,6 +273,8 @@ def test_devsuite_cli_runs_the_pipeline_stages_and_reuses_training_for_a_scoring
     ]
     assert main([*common, "--name", "first"]) == 0
     (workspace,) = cache.glob("train-*/brick-*/seed0")
+    (record,) = (json.loads(path.read_text()) for path in cache.glob("*/brick-*_seed0.json"))
+    assert record["cpu_capability"] == cpu_capability(), "a result says which kernels made it"
     networks = {name: (workspace / "models" / "brick" / name).stat().st_mtime_ns for name in ("ae.pt", "sdn.pt")}
     assert main([*common, "--name", "ssim", "--set", "score.distance=ssim"]) == 0
     assert [workspace] == list(cache.glob("train-*/brick-*/seed0"))

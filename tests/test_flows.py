@@ -226,6 +226,7 @@ def test_categories_run_side_by_side_each_stage_on_its_share_of_the_threads(
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName
 
+    from components.runtime import cpu_capability
     from pipelines.flows import train_all
 
     pipeline_copy(tmp_path, parallel_stages=0)  # one stage per thread of the budget below
@@ -261,6 +262,7 @@ def test_categories_run_side_by_side_each_stage_on_its_share_of_the_threads(
         if run.data.tags.get("oesdn.stage") in stages
     }
     assert {tags[key]["oesdn.cpu_threads"] for key in tags if key[1] in ("train_ae", "train_sdn")} == {"1"}
+    assert {tags[key]["oesdn.cpu_capability"] for key in tags} == {cpu_capability()}  # e.g. AVX2, AVX512
     for category in ("brick", "grass"):  # one pipeline-run tag per category's flow run, never the other's
         assert len({tags[(category, stage)]["oesdn.pipeline_run"] for stage in stages}) == 1
     assert tags[("brick", "evaluate")]["oesdn.pipeline_run"] != tags[("grass", "evaluate")]["oesdn.pipeline_run"]

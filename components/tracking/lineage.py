@@ -41,6 +41,8 @@ def dependency_tags(root: Path, dependencies: Iterable[str]) -> dict[str, str]:
 
 def run_tags(category: str, stage: str, provenance: Mapping[str, Any], dependencies: Mapping[str, str]) -> dict[str, str]:
     """Every tag a stage run carries; the pipeline-run tag groups one execution's runs in the UI."""
+    from components.runtime import cpu_capability
+
     code = provenance["code_version"]
     tags = {
         "oesdn.category": category,
@@ -50,8 +52,10 @@ def run_tags(category: str, stage: str, provenance: Mapping[str, Any], dependenc
         "mlflow.source.git.commit": code["git_commit"],
         "oesdn.git_dirty": str(code["git_dirty"]),
         "oesdn.pipeline_run": os.environ.get(PIPELINE_RUN_ENV) or f"data-{provenance['data_hash'][:12]}",
-        # CPU results differ in their last bits with the thread count: rerunning one needs it
+        # CPU results differ in their last bits with the thread count and with the vector
+        # instructions torch's kernels use (AVX2, AVX512): rerunning one bit for bit needs both
         "oesdn.cpu_threads": os.environ.get("OMP_NUM_THREADS", "unset"),
+        "oesdn.cpu_capability": cpu_capability(),
         **dependencies,
     }
     return tags
