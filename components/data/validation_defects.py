@@ -5,7 +5,8 @@ labels. Pasting defects into the validation normals (which no network trained on
 check from good parts only. The generator is deliberately unlike the outlier exposure's
 (`foreign_patch`, `noise_patch`: blobs of recoloured image or smooth noise): straight-segment
 lines, hard-edged ellipses of flat colour, local blur and local tone changes, so a model is not
-rewarded for recognising its own training outliers.
+rewarded for recognising its own training outliers. The optional `stroke_patch` outliers (thin curved
+strokes, not a default) come close to the lines: with them, read the check's figure as optimistic.
 
 Masks are pixel-exact: a pixel is anomalous when the defect moved some channel by more than
 `MASK_TOLERANCE` grey levels.
