@@ -7,10 +7,11 @@ Two families:
   is the transformed image itself. They work where orientation or colour defines the class (digits,
   garments) but not on isotropic or periodic textures, where a rotated texture is still normal.
 * Local corruptions (`foreign_patch`, `noise_patch`, `stroke_patch`): an irregular blob, or a thin
-  curved stroke, of foreign content pasted into a normal image. Inside the blob the target is the corrupted image (copy what is not
-  normal); outside it, the AE's output for the clean image (imitate the AE's style where the image
-  is normal). So the two terms of the objective never disagree about a pixel, and the SDN learns
-  that content unlike the category is to be copied, whatever the category is.
+  curved stroke, of foreign content pasted into a normal image. Inside it the target is the
+  corrupted image (copy what is not normal); outside it, the AE's output for the clean image
+  (imitate the AE's style where the image is normal). So the two terms of the objective never
+  disagree about a pixel, and the SDN learns that content unlike the category is to be copied,
+  whatever the category is.
 """
 
 from __future__ import annotations
