@@ -23,7 +23,6 @@ import kornia
 import torch
 from torch.nn import functional as F
 
-LOCAL_TRANSFORMS = ("foreign_patch", "noise_patch", "stroke_patch")
 MIN_LOCAL_AREA = 0.004
 """Smallest share of the image a local corruption covers."""
 STROKE_WIDTH = (0.5, 1.5)
@@ -142,7 +141,25 @@ def _noise_content(images: torch.Tensor, generator: torch.Generator) -> torch.Te
     return F.interpolate(noise.to(images.device, images.dtype), size=images.shape[-2:], mode="bilinear", align_corners=False)
 
 
-_LOCAL_CONTENT = {"foreign_patch": _foreign_content, "noise_patch": _noise_content, "stroke_patch": _foreign_content}
+_Masks = Callable[[int, int, AuxSettings, torch.Generator, torch.device], torch.Tensor]
+_Content = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+
+def _blobs(count: int, size: int, settings: AuxSettings, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    return blob_masks(count, size, settings.local_max_area, generator, device)
+
+
+def _strokes(count: int, size: int, settings: AuxSettings, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    return stroke_masks(count, size, generator, device)
+
+
+_LOCAL_KINDS: dict[str, tuple[_Masks, _Content]] = {
+    "foreign_patch": (_blobs, _foreign_content),
+    "noise_patch": (_blobs, _noise_content),
+    "stroke_patch": (_strokes, _foreign_content),
+}
+"""Each local corruption: the shape of its mask and what fills it."""
+LOCAL_TRANSFORMS = tuple(_LOCAL_KINDS)
 
 
 def local_corruption(
@@ -150,11 +167,9 @@ def local_corruption(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(corrupted images, bool (N, H, W) mask of the pixels that were corrupted)."""
     count, size = images.shape[0], images.shape[-1]
-    if kind == "stroke_patch":
-        masks = stroke_masks(count, size, generator, images.device)
-    else:
-        masks = blob_masks(count, size, settings.local_max_area, generator, images.device)
-    content = _LOCAL_CONTENT[kind](images, generator)
+    shape, fill = _LOCAL_KINDS[kind]
+    masks = shape(count, size, settings, generator, images.device)
+    content = fill(images, generator)
     opacity = _uniform((count, 1, 1, 1), 0.6, 1.0, generator, images)
     weight = masks[:, None].to(images.dtype) * opacity
     return images * (1 - weight) + content * weight, masks
