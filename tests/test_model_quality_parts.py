@@ -297,3 +297,11 @@ def test_the_multiscale_map_joins_every_listed_blur_only_where_the_sharpest_won(
     assert pixel_map_sigmas(2.0, [0.0, 2.0], multiscale=True) == ()  # the blur won: the sharp map's grain stays out
     assert pixel_map_sigmas(0.0, [0.0, 2.0], multiscale=False) == ()
     assert pixel_map_sigmas(2.0, [2.0], multiscale=True) == ()
+
+
+def test_config_knows_exactly_the_auxiliary_transforms_the_model_has() -> None:
+    """params.yaml is validated without importing torch, so config keeps its own list of names."""
+    from components.config import AUX_TRANSFORMS
+    from components.models.oesdn.outlier_exposure import TRANSFORMS
+
+    assert sorted(AUX_TRANSFORMS) == sorted([*TRANSFORMS, *LOCAL_TRANSFORMS])
