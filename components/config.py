@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -41,6 +41,10 @@ def _multiple_of_16(value: int) -> int:
 
 Side = Annotated[int, AfterValidator(_multiple_of_16)]
 """A side in pixels that the networks can down-sample."""
+
+
+SettingsT = TypeVar("SettingsT", bound=BaseModel)
+"""A settings model: Params, or the benchmarks' BenchSettings."""
 
 
 class ConfigError(ValueError):
@@ -375,26 +379,39 @@ def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any
 
 def validate_params(raw: dict[str, Any], origin: str) -> Params:
     """Settings from a plain dict, or a ConfigError naming each bad key and `origin` (a file, a category, a run)."""
+    return validated(Params, raw, f"invalid settings in {origin}")
+
+
+def validated(model: type[SettingsT], raw: dict[str, Any], heading: str) -> SettingsT:
+    """`raw` parsed into `model`, or one ConfigError under `heading` that lists every bad key and its value."""
     try:
-        return Params.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as error:
         lines = []
         for problem in error.errors():
             key = ".".join(str(part) for part in problem["loc"]) or "(top level)"
             given = f" (got {problem['input']!r})" if problem["type"] != "missing" else ""
             lines.append(f"  {key}: {problem['msg']}{given}")
-        raise ConfigError(f"invalid settings in {origin}:\n" + "\n".join(lines)) from None
+        raise ConfigError(f"{heading}:\n" + "\n".join(lines)) from None
 
 
-def load_params(path: str | Path = "params.yaml") -> Params:
-    """Read and validate a params file; every error names the key to fix."""
-    path = Path(path)
+def read_yaml_mapping(path: Path, what: str, option: str) -> dict[str, Any]:
+    """The mapping a YAML settings file holds, or a ConfigError that names the file and says how to fix it.
+
+    `what` names the file for a person ("params file"), `option` is the command-line flag that points elsewhere.
+    """
     if not path.is_file():
-        raise ConfigError(f"params file {path} not found; run from the project root or pass --params")
+        raise ConfigError(f"{what} {path} not found; run from the project root or pass {option}")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as error:
         raise ConfigError(f"{path} is not valid YAML: {error}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path} must hold a mapping of sections, got {type(raw).__name__}")
-    return validate_params(raw, origin=str(path))
+    return raw
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate a params file; every error names the key to fix."""
+    path = Path(path)
+    return validate_params(read_yaml_mapping(path, "params file", "--params"), origin=str(path))

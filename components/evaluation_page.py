@@ -25,7 +25,9 @@ from components.config import ScoreConfig
 from components.data.prepared import PreparedData
 from components.reporting import (
     HEATMAP_COLORMAP,
+    LOWER_IS_BETTER,
     METHOD_SHORT_LABELS,
+    METRIC_LABELS,
     OUTCOME_COLORS,
     PREDICTED_OUTLINE,
     heat_lut,
@@ -39,16 +41,7 @@ FIGURES: dict[str, str] = {"Image scores of OE-SDN": "score_histogram.png", "Ima
 """The report PNGs (components.reporting) the page embeds, by title, as files in reports/<category>/."""
 THUMBNAIL_PX = 96
 """Thumbnail width: about 100 test images keep the page at a few MB."""
-TABLE_METRICS: dict[str, str] = {
-    "image_auroc": "image AUROC",
-    "pixel_auroc": "pixel AUROC",
-    "aupro": "AUPRO",
-    "f1": "F1",
-    "false_alarm_rate": "false alarms",
-    "recall": "recall",
-}
 PERCENT_METRICS = frozenset({"false_alarm_rate", "recall"})
-LOWER_IS_BETTER = frozenset({"false_alarm_rate"})
 BASELINE_MARGIN = 0.005
 """A baseline whose image AUROC beats OE-SDN's by more than this is called out at the top."""
 
@@ -199,10 +192,10 @@ def _warnings(evaluation: CategoryEvaluation, promised: float) -> list[str]:
 
 
 def _comparison(metrics: Mapping[str, Mapping[str, float | None]]) -> str:
-    header = "".join(f"<th>{_e(label)}</th>" for label in TABLE_METRICS.values())
+    header = "".join(f"<th>{_e(label)}</th>" for label in METRIC_LABELS.values())
     rows = []
     for method, values in metrics.items():
-        cells = "".join(_metric_cell(method, key, values.get(key), metrics) for key in TABLE_METRICS)
+        cells = "".join(_metric_cell(method, key, values.get(key), metrics) for key in METRIC_LABELS)
         rows.append(f"<tr><td>{_e(METHOD_SHORT_LABELS.get(method, method))}</td>{cells}</tr>")
     return "<h2>OE-SDN against its baselines</h2><table><tr><th>method</th>" + header + "</tr>" + "".join(rows) + "</table>"
 

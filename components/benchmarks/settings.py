@@ -9,10 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from components.config import AUX_TRANSFORMS, AEConfig, ConfigError, LossConfig, SDNConfig
+from components.config import AUX_TRANSFORMS, AEConfig, LossConfig, SDNConfig, read_yaml_mapping, validated
 
 
 class _Section(BaseModel):
@@ -97,23 +96,8 @@ class BenchSettings(_Section):
 def load_bench_settings(path: str | Path) -> BenchSettings:
     """Read and validate the benchmark YAML; every error names the file and the key."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"benchmark settings {path} not found; run from the project root or pass --settings")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path} is not valid YAML: {error}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path} must hold a mapping with sections oneclass and speed, got {type(raw).__name__}")
-    try:
-        return BenchSettings.model_validate(raw)
-    except ValidationError as error:
-        lines = []
-        for problem in error.errors():
-            key = ".".join(str(part) for part in problem["loc"]) or "(top level)"
-            given = f" (got {problem['input']!r})" if problem["type"] != "missing" else ""
-            lines.append(f"  {key}: {problem['msg']}{given}")
-        raise ConfigError(f"invalid benchmark settings in {path}:\n" + "\n".join(lines)) from None
+    raw = read_yaml_mapping(path, "benchmark settings", "--settings")
+    return validated(BenchSettings, raw, f"invalid benchmark settings in {path}")
 
 
 def smoke_settings(settings: BenchSettings) -> BenchSettings:
