@@ -13,10 +13,15 @@ time, never copied into this repository):
     apt-get install openarena-081-textures
     .venv/bin/python benchmarks/tiled_devsuite.py
     oesdn --no-progress bench devsuite --root data/devsuite_tiled --categories rock fabric planks rivets concrete --name tiled
+
+`--second` builds a second such set from five other textures of the same archive (wood, sand,
+marble, brushed pewter, mossy stone) under data/devsuite_tiled2: a fresh held-out check for defaults
+that the first set has by now helped choose.
 """
 
 from __future__ import annotations
 
+import argparse
 import io
 import zipfile
 from functools import cache
@@ -34,7 +39,15 @@ TEXTURES = {  # category: (member of the archive, side of one repeat in px)
     "planks": ("textures/base_support/surface2.jpg", 224),
     "rivets": ("textures/acc_dm3/rivets.jpg", 128),
     "concrete": ("textures/base_floor/concrete.jpg", 192),
+    # the second set (--second)
+    "wood": ("textures/acc_dm5/wood01.jpg", 224),
+    "sand": ("textures/acc_dm5/sand.jpg", 192),
+    "marble": ("textures/proto2/marble02.jpg", 224),
+    "pewter": ("textures/base_trim/dirty_pewter_big.jpg", 192),
+    "moss": ("textures/acc_dm5/wall_dirty.jpg", 192),
 }
+FIRST_SET = ("rock", "fabric", "planks", "rivets", "concrete")
+SECOND_SET = ("wood", "sand", "marble", "pewter", "moss")
 
 
 @cache
@@ -59,5 +72,13 @@ def tiled_window(category: str, split: str, size: int, rng: np.random.Generator)
     return np.clip(window * rng.uniform(0.97, 1.03), 0.0, 1.0)
 
 
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--second", action="store_true", help="build the second set under data/devsuite_tiled2")
+    args = parser.parse_args()
+    root, categories = (Path("data/devsuite_tiled2"), SECOND_SET) if args.second else (Path("data/devsuite_tiled"), FIRST_SET)
+    devsuite_data.generate_devsuite(root, categories, devsuite_data.HIRES_SPEC, normal=tiled_window)
+
+
 if __name__ == "__main__":
-    devsuite_data.generate_devsuite(Path("data/devsuite_tiled"), tuple(TEXTURES), devsuite_data.HIRES_SPEC, normal=tiled_window)
+    main()
