@@ -16,10 +16,8 @@ from components.data.prepared import PreparedData
 from components.data.validation_defects import defective_copies
 from components.evaluation import ImageThresholdRule, MethodEvaluation, evaluate_method, synthetic_check
 from components.models.oesdn.detector import MethodScores, OESDNDetector, calibrate, score_images
+from components.reporting import BASELINE_MARGIN
 from components.scoring import METHODS, ImageScoreCalibration
-
-CHECK_MARGIN = 0.005
-"""OE-SDN counts as worse than the AE residual on the label-free check beyond this margin."""
 
 
 @dataclass(frozen=True)
@@ -59,7 +57,7 @@ def check_warnings(category: str, metrics: dict[str, dict[str, float | None]]) -
     warnings = []
     for figure in ("synthetic_pixel_auroc", "synthetic_image_auroc"):
         ours, theirs = metrics["oe_sdn"].get(figure), metrics["ae_l2"].get(figure)
-        if ours is not None and theirs is not None and ours < theirs - CHECK_MARGIN:
+        if ours is not None and theirs is not None and ours < theirs - BASELINE_MARGIN:
             warnings.append(
                 f"{category}: OE-SDN {figure} {ours:.3f} is below the AE residual's {theirs:.3f} "
                 "on synthetic defects in the validation normals"

@@ -24,6 +24,7 @@ from components.category_evaluation import CategoryEvaluation
 from components.config import ScoreConfig
 from components.data.prepared import PreparedData
 from components.reporting import (
+    BASELINE_MARGIN,
     HEATMAP_COLORMAP,
     LOWER_IS_BETTER,
     METHOD_SHORT_LABELS,
@@ -42,8 +43,6 @@ FIGURES: dict[str, str] = {"Image scores of OE-SDN": "score_histogram.png", "Ima
 THUMBNAIL_PX = 96
 """Thumbnail width: about 100 test images keep the page at a few MB."""
 PERCENT_METRICS = frozenset({"false_alarm_rate", "recall"})
-BASELINE_MARGIN = 0.005
-"""A baseline whose image AUROC beats OE-SDN's by more than this is called out at the top."""
 
 _CSS = """
 body{font:14px/1.45 system-ui,sans-serif;margin:1.5em auto;max-width:1100px;padding:0 1em;color:#222}

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from components.io import write_json_atomic, write_text_atomic
-from components.reporting import LOWER_IS_BETTER, METHOD_LABELS, METHOD_SHORT_LABELS, METRIC_LABELS, MISSING
+from components.reporting import BASELINE_MARGIN, LOWER_IS_BETTER, METHOD_LABELS, METHOD_SHORT_LABELS, METRIC_LABELS, MISSING
 
 
 def _clean_value(value: Any) -> float | None:
@@ -168,7 +168,7 @@ def operating_point_markdown(per_category: Mapping[str, Mapping[str, Mapping[str
             parts.append(" (" + ", ".join(f"{kind} {_percent(v)}" for kind, v in sorted(by_type.items())) + ")")
         baseline = _clean_value(per_method.get("ae_l2", {}).get("image_auroc"))
         ours = _clean_value(values.get("image_auroc"))
-        if baseline is not None and ours is not None and ours < baseline - 0.005:
+        if baseline is not None and ours is not None and ours < baseline - BASELINE_MARGIN:
             parts.append(f"; warning: image AUROC {ours:.3f} below the AE residual's {baseline:.3f}")
         lines.append("".join(parts))
     return "\n".join(lines) + "\n"

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from components.reporting import BASELINE_MARGIN
 from pipelines.project_paths import ProjectLayout
 
 _METRICS = ("pixel_auroc", "image_auroc", "aupro", "false_alarm_rate", "recall")
@@ -120,7 +121,7 @@ def ending_lines(project: Path, results: dict[str, dict[str, Any]], image_quanti
                 figures.append(f"{label} —")
                 continue
             figures.append(f"{label} {ours[key]:.3f} ({_METHOD_NAMES[best]} {metrics[best][key]:.3f})")
-            if ours[key] < metrics[best][key] - 0.005:
+            if ours[key] < metrics[best][key] - BASELINE_MARGIN:
                 warnings.append(f"warning: {category}: {_METHOD_NAMES[best]} beats the shipped OE-SDN on {label} AUROC")
         alarms, recall = ours.get("false_alarm_rate"), ours.get("recall")
         figures.append(f"false alarms {_percent(alarms)} | recall {_percent(recall)}")

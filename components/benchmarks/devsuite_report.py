@@ -7,6 +7,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from components.reporting import BASELINE_MARGIN
+
 FIGURES = ("pixel_auroc", "image_auroc", "false_alarm_rate", "recall", "synthetic_pixel_auroc")
 
 
@@ -52,6 +54,8 @@ def _wins(frame: pd.DataFrame) -> str:
     for figure in ("pixel_auroc", "image_auroc"):
         table = means[figure].unstack("method")
         baselines = table.drop(columns=["oe_sdn"]).max(axis=1)
-        held = int(np.sum(table["oe_sdn"] >= baselines - 0.005))
-        parts.append(f"{figure}: OE-SDN at least the best baseline (within 0.005) on {held} of {len(table)} categories")
+        held = int(np.sum(table["oe_sdn"] >= baselines - BASELINE_MARGIN))
+        parts.append(
+            f"{figure}: OE-SDN at least the best baseline (within {BASELINE_MARGIN}) on {held} of {len(table)} categories"
+        )
     return "; ".join(parts)
