@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from components.config import AEConfig, LossConfig, OptimConfig, ScoreConfig, SDNConfig, StorageConfig
     from components.evaluation import ImageThresholdRule
     from components.models.oesdn.losses import ReconstructionLoss
-    from components.models.oesdn.objectives import StyleDistillationObjective
+    from components.models.oesdn.objectives import AutoencoderObjective, StyleDistillationObjective
     from components.models.oesdn.outlier_exposure import AuxSettings
     from components.scoring import ScoringSettings
     from components.storage.settings import S3Settings
@@ -48,6 +48,14 @@ def aux_settings(sdn: SDNConfig) -> AuxSettings:
         sdn.aux_blur_sigma,
         local_max_area=sdn.aux_local_max_area,
     )
+
+
+def ae_objective(loss: LossConfig, ae: AEConfig) -> AutoencoderObjective:
+    from components.models.oesdn.objectives import AutoencoderObjective
+    from components.models.oesdn.outlier_exposure import AuxSettings
+
+    denoise = AuxSettings(tuple(ae.denoise_transforms), noise_std=0.1, blur_sigma=1.5)
+    return AutoencoderObjective(reconstruction_loss(loss), denoise, ae.denoise_share)
 
 
 def sdn_objective(loss: LossConfig, sdn: SDNConfig) -> StyleDistillationObjective:

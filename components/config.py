@@ -30,6 +30,8 @@ AUX_TRANSFORMS = (
     "noise_patch",
     "stroke_patch",
 )
+LOCAL_AUX_TRANSFORMS = ("foreign_patch", "noise_patch", "stroke_patch")
+"""The corruptions that change part of an image only (the rest are whole-image transforms)."""
 
 
 def _multiple_of_16(value: int) -> int:
@@ -122,6 +124,21 @@ class AEConfig(OptimConfig):
     base_channels: int = Field(ge=4, le=512)
     latent_channels: int = Field(ge=1, le=1024)
     depth: int = Field(ge=1, le=6)
+    denoise_share: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="share of training images given a local corruption whose target is the clean image; 0 = a plain AE",
+    )
+    denoise_transforms: tuple[str, ...] = ("foreign_patch", "noise_patch")
+
+    @field_validator("denoise_transforms")
+    @classmethod
+    def _local_transforms(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = sorted(set(value) - set(LOCAL_AUX_TRANSFORMS))
+        if unknown or not value:
+            raise ValueError(f"choose one or more local corruptions from {list(LOCAL_AUX_TRANSFORMS)}, got {list(value)}")
+        return value
 
 
 class SDNConfig(OptimConfig):

@@ -58,12 +58,16 @@ TRAINING_SECTIONS = ("seed", "data", "bundled", "loss", "ae", "sdn")
 
 def _dumped(params: Params) -> dict[str, Any]:
     """The params the keys hash: not the suite's location, and not a setting at the value that was
-    its behaviour before it existed (validations 0), so earlier keys hold and their runs are reused."""
+    its behaviour before it existed (validations 0, a plain AE), so earlier keys hold and their runs
+    are reused."""
     dumped = params.model_dump(mode="json")
     dumped["data"].pop("root")
     for section in ("ae", "sdn"):
         if dumped[section]["validations"] == 0:
             del dumped[section]["validations"]
+    if dumped["ae"]["denoise_share"] == 0:
+        for key in ("denoise_share", "denoise_transforms"):
+            del dumped["ae"][key]
     return dumped
 
 

@@ -38,6 +38,9 @@ def test_project_params_are_valid(project_params, tmp_path: Path) -> None:
         ("score", "difference_sigmas", [-1.0], "score.difference_sigmas"),
         ("score", "difference_sigmas", [], "score.difference_sigmas"),
         ("score", "multiscale_map", "sometimes", "score.multiscale_map"),
+        ("ae", "denoise_share", 1.5, "ae.denoise_share"),
+        ("ae", "denoise_transforms", ["rot90"], "ae.denoise_transforms"),
+        ("ae", "denoise_transforms", [], "ae.denoise_transforms"),
     ],
 )
 def test_bad_values_name_their_key(project_params, tmp_path: Path, section, key, value, named) -> None:

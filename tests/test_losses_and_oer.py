@@ -149,6 +149,33 @@ def test_ae_objective_reconstructs_its_input() -> None:
     assert total.item() == 0.0 and terms == {}
 
 
+class _Recorder(nn.Module):
+    """Returns a fixed image and remembers what it was given."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        self.seen = images
+        return torch.full_like(images, 0.5)
+
+
+def test_denoising_ae_objective_corrupts_a_share_of_inputs_but_targets_the_clean_images() -> None:
+    x = _images()
+    settings = AuxSettings(("foreign_patch", "noise_patch"), 0.1, 1.5)
+    distance = ReconstructionLoss(1.0, 0.0, 7)
+    plain_loss, _ = AutoencoderObjective(distance)(_Recorder(), (x,), torch.Generator())
+
+    recorder = _Recorder()
+    loss, _ = AutoencoderObjective(distance, settings, denoise_share=1.0)(recorder, (x,), torch.Generator().manual_seed(0))
+    changed = (recorder.seen != x).flatten(1).any(1)
+    assert changed.all()  # every image entered corrupted ...
+    assert torch.equal(loss, plain_loss)  # ... and the loss was still taken against the clean images
+
+    AutoencoderObjective(distance, settings, denoise_share=0.5)(recorder, (x,), torch.Generator().manual_seed(1))
+    assert 0 < (recorder.seen != x).flatten(1).any(1).sum() < len(x)
+
+    AutoencoderObjective(distance, settings, denoise_share=0.0)(recorder, (x,), torch.Generator().manual_seed(0))
+    assert torch.equal(recorder.seen, x)
+
+
 def test_photometric_outliers() -> None:
     x = _images()
     g = torch.Generator()

@@ -12,7 +12,6 @@ from components import assembly
 from components.config import OptimConfig
 from components.data.prepared import PreparedData, load_prepared, read_dataset_record
 from components.io import atomic_path
-from components.models.oesdn.objectives import AutoencoderObjective
 from components.models.oesdn.persistence import NetworkKind, build_network, save_network
 from components.provenance import fingerprint
 from components.runtime import seed_everything, select_device, to_float
@@ -95,7 +94,7 @@ def run_ae(ctx: StageContext) -> None:
     data_hash, data = seeded_inputs(ctx)
     ae = ctx.params.ae
     arch = assembly.ae_arch(ctx.params.data.channels, ae)
-    objective = AutoencoderObjective(assembly.reconstruction_loss(ctx.params.loss))
+    objective = assembly.ae_objective(ctx.params.loss, ae)
     provenance = ctx.provenance(("data", "loss", "ae"), data_hash)
     network, result = fit_network(
         ctx, "ae", arch, objective, (to_float(data.train),), (to_float(data.val),), ae, provenance, data_hash, "ae"

@@ -6,21 +6,34 @@ import torch
 from torch import nn
 
 from components.models.oesdn.losses import ReconstructionLoss
-from components.models.oesdn.outlier_exposure import AuxSettings, oer_pair
+from components.models.oesdn.outlier_exposure import AuxSettings, make_aux_batch, oer_pair
 from components.training import Batch
 
 
 class AutoencoderObjective:
-    """Stage 1: reconstruct normal images, d(f_AE(x), x). The batch is (images,)."""
+    """Stage 1: reconstruct normal images, d(f_AE(x), x). The batch is (images,).
 
-    def __init__(self, distance: ReconstructionLoss) -> None:
+    With `denoise` and a `denoise_share` above 0, that share of the images (drawn per image) enters
+    with a local corruption while the target stays the clean image: the AE learns to paint normal
+    content over what is not normal, instead of reproducing a dark blob it has the capacity to
+    code. The SDN, taught to copy the same corruptions, then differs from it there.
+    """
+
+    def __init__(self, distance: ReconstructionLoss, denoise: AuxSettings | None = None, denoise_share: float = 0.0) -> None:
         self.distance = distance
+        self.denoise = denoise if denoise_share > 0 else None
+        self.denoise_share = denoise_share
 
     def __call__(
         self, model: nn.Module, batch: Batch, generator: torch.Generator
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         (images,) = batch
-        return self.distance(model(images), images), {}
+        inputs = images
+        if self.denoise is not None:
+            corrupted, _ = make_aux_batch(images, generator, self.denoise)
+            draw = torch.rand(len(images), generator=generator, device=generator.device).to(images.device)
+            inputs = torch.where((draw < self.denoise_share)[:, None, None, None], corrupted, images)
+        return self.distance(model(inputs), images), {}
 
 
 class StyleDistillationObjective:
