@@ -29,8 +29,9 @@ AUX_TRANSFORMS = (
     "foreign_patch",
     "noise_patch",
     "stroke_patch",
+    "shade_patch",
 )
-LOCAL_AUX_TRANSFORMS = ("foreign_patch", "noise_patch", "stroke_patch")
+LOCAL_AUX_TRANSFORMS = ("foreign_patch", "noise_patch", "stroke_patch", "shade_patch")
 """The corruptions that change part of an image only (the rest are whole-image transforms)."""
 
 

@@ -301,7 +301,8 @@ def test_the_multiscale_map_joins_every_listed_blur_only_where_the_sharpest_won(
 
 def test_config_knows_exactly_the_auxiliary_transforms_the_model_has() -> None:
     """params.yaml is validated without importing torch, so config keeps its own list of names."""
-    from components.config import AUX_TRANSFORMS
+    from components.config import AUX_TRANSFORMS, LOCAL_AUX_TRANSFORMS
     from components.models.oesdn.outlier_exposure import TRANSFORMS
 
     assert sorted(AUX_TRANSFORMS) == sorted([*TRANSFORMS, *LOCAL_TRANSFORMS])
+    assert sorted(LOCAL_AUX_TRANSFORMS) == sorted(LOCAL_TRANSFORMS)

@@ -6,8 +6,9 @@ Two families:
   its ablations; inversion and channel shuffling). The whole image is the outlier, so the target
   is the transformed image itself. They work where orientation or colour defines the class (digits,
   garments) but not on isotropic or periodic textures, where a rotated texture is still normal.
-* Local corruptions (`foreign_patch`, `noise_patch`, `stroke_patch`): an irregular blob, or a thin
-  curved stroke, of foreign content pasted into a normal image. Inside it the target is the
+* Local corruptions (`foreign_patch`, `noise_patch`, `stroke_patch`, `shade_patch`): an irregular
+  blob, or a thin curved stroke, of foreign content (or the image's own, darkened or lightened)
+  pasted into a normal image. Inside it the target is the
   corrupted image (copy what is not normal); outside it, the AE's output for the clean image
   (imitate the AE's style where the image is normal). So the two terms of the objective never
   disagree about a pixel, and the SDN learns that content unlike the category is to be copied,
@@ -141,6 +142,16 @@ def _noise_content(images: torch.Tensor, generator: torch.Generator) -> torch.Te
     return F.interpolate(noise.to(images.device, images.dtype), size=images.shape[-2:], mode="bilinear", align_corners=False)
 
 
+def _shaded_content(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """The image itself, darkened (x 0.2-0.7) or lightened towards white: a hole, a burn or a
+    bleached spot whose texture and colour stay within the category's own range, the kind of
+    defect a bottleneck AE reproduces because it can code a local mean tone."""
+    count = images.shape[0]
+    gain = _uniform((count, 1, 1, 1), 0.2, 0.7, generator, images)
+    darken = _uniform((count, 1, 1, 1), 0.0, 1.0, generator, images) < 0.5
+    return torch.where(darken, images * gain, 1.0 - (1.0 - images) * gain)
+
+
 _Masks = Callable[[int, int, AuxSettings, torch.Generator, torch.device], torch.Tensor]
 _Content = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
@@ -157,6 +168,7 @@ _LOCAL_KINDS: dict[str, tuple[_Masks, _Content]] = {
     "foreign_patch": (_blobs, _foreign_content),
     "noise_patch": (_blobs, _noise_content),
     "stroke_patch": (_strokes, _foreign_content),
+    "shade_patch": (_blobs, _shaded_content),
 }
 """Each local corruption: the shape of its mask and what fills it."""
 LOCAL_TRANSFORMS = tuple(_LOCAL_KINDS)
