@@ -34,7 +34,6 @@ def main() -> None:
     from components import assembly
     from components.config import ConfigError, Params, load_params, validate_params
     from components.data.prepared import load_prepared
-    from components.models.oesdn.objectives import AutoencoderObjective
     from components.models.oesdn.persistence import build_network
     from components.runtime import seed_everything, select_device, to_float
     from components.training import fit
@@ -53,7 +52,7 @@ def main() -> None:
         device = select_device(args.device)
     except (ConfigError, FileNotFoundError, RuntimeError) as error:
         parser.error(str(error))
-    objective = AutoencoderObjective(assembly.reconstruction_loss(params.loss))
+    objective = assembly.ae_objective(params.loss, params.ae)
     with tempfile.TemporaryDirectory() as scratch:
         for rate, run in zip(args.rates, runs, strict=True):
             ae = run.ae

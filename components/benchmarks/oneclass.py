@@ -25,7 +25,6 @@ from components.benchmarks.datasets import OneClassData
 from components.benchmarks.settings import OneClassConfig
 from components.io import write_json_atomic
 from components.metrics import image_auroc
-from components.models.oesdn.objectives import AutoencoderObjective
 from components.models.oesdn.persistence import build_network
 from components.runtime import batched_inference, seed_everything, to_float
 from components.scoring import l2_residual_map, oe_sdn_map, reduce_maps, smooth_maps, ssim_residual_map
@@ -111,7 +110,6 @@ def run_one_class(
     train, val = to_float(images[train_idx]), to_float(images[val_idx])
     test = to_float(data.test_images)
     labels = data.test_targets(normal)
-    distance = assembly.reconstruction_loss(config.loss)
     channels = data.train_images.shape[1]
     batch = config.inference_batch_size
     seconds: dict[str, float] = {}
@@ -121,7 +119,8 @@ def run_one_class(
         seed_run(seed)
         ae = build_network("ae", assembly.ae_arch(channels, config.ae))
         tick = time.perf_counter()
-        fit(ae, AutoencoderObjective(distance), (train,), (val,), _fit_settings(config, "ae", seed, workdir, "ae"), device)
+        ae_objective = assembly.ae_objective(config.loss, config.ae)
+        fit(ae, ae_objective, (train,), (val,), _fit_settings(config, "ae", seed, workdir, "ae"), device)
         seconds["train_ae"] = time.perf_counter() - tick
         with torch.no_grad():
             ae_train = batched_inference(ae, train, batch, device)

@@ -32,7 +32,6 @@ from components.benchmarks.settings import SpeedConfig
 from components.config import Params
 from components.data.images import load_image
 from components.models.oesdn.detector import OESDNDetector
-from components.models.oesdn.objectives import AutoencoderObjective
 from components.models.oesdn.tiling import tiled_forward
 from components.runtime import autocast, prepare_module, seed_everything, to_device, to_float
 from components.scoring import ImageScoreCalibration, ScoringSettings, l2_residual_map, reduce_maps, smooth_maps
@@ -114,7 +113,6 @@ class AEResidual(nn.Module):
 def training_throughput(params: Params, config: SpeedConfig, device: torch.device) -> dict[str, float]:
     """Images/s of a full training step (forward, loss, backward, Adam) of the AE and of the SDN with
     OER, on the crops training takes (`crop_size`; whole images when it is 0)."""
-    distance = assembly.reconstruction_loss(params.loss)
     ae, sdn = assembly.build_networks(params.data.channels, params.ae, params.sdn)
     channels = params.data.channels
     result = {}
@@ -124,7 +122,7 @@ def training_throughput(params: Params, config: SpeedConfig, device: torch.devic
         generator = torch.Generator().manual_seed(0)
         images = to_device(torch.rand(batch_size, channels, size, size, generator=generator), device)
         if kind == "ae":
-            objective: Any = AutoencoderObjective(distance)
+            objective: Any = assembly.ae_objective(params.loss, params.ae)
             batch: tuple[torch.Tensor, ...] = (images,)
         else:
             objective = assembly.sdn_objective(params.loss, params.sdn)
