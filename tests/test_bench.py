@@ -341,8 +341,8 @@ def test_two_suite_processes_take_turns_on_a_shared_workspace(tmp_path: Path, mo
 def test_run_keys_leave_out_a_setting_at_its_former_behaviour_so_earlier_runs_are_reused(tmp_path: Path) -> None:
     from pipelines import devsuite
 
-    def params(validations: int) -> object:
-        overrides = {"ae": {"validations": validations}, "sdn": {"validations": validations}}
+    def params(validations: int, denoise_share: float = 0.5) -> object:
+        overrides = {"ae": {"validations": validations, "denoise_share": denoise_share}, "sdn": {"validations": validations}}
         return devsuite.suite_params(PROJECT_ROOT / "params.yaml", tmp_path, "brick", 0, overrides)
 
     every, spaced = params(0), params(8)
@@ -350,6 +350,11 @@ def test_run_keys_leave_out_a_setting_at_its_former_behaviour_so_earlier_runs_ar
     assert devsuite._dumped(spaced)["ae"]["validations"] == 8
     assert devsuite.training_key(spaced) != devsuite.training_key(every)
     assert devsuite.run_key(spaced) != devsuite.run_key(every)
+
+    plain = params(8, denoise_share=0.0)  # the AE before it could denoise: its runs keep their keys
+    assert not {"denoise_share", "denoise_transforms"} & set(devsuite._dumped(plain)["ae"])
+    assert devsuite._dumped(spaced)["ae"]["denoise_share"] == 0.5
+    assert devsuite.training_key(plain) != devsuite.training_key(spaced)
 
 
 @pytest.mark.parametrize("pair", ["ae.min_steps", "=600", "ae..min_steps=600", "ae.min_steps.=600"])

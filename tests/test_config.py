@@ -14,6 +14,7 @@ def test_project_params_are_valid(project_params, tmp_path: Path) -> None:
     assert set(params.categories) == {"brick", "grass", "gravel"}
     assert params.sdn.lambda_oer == 0.5
     assert params.sdn.aux_transforms == ("foreign_patch", "noise_patch")
+    assert params.ae.denoise_share == 0.5 and params.ae.denoise_transforms == ("shade_patch",)
 
 
 @pytest.mark.parametrize(
