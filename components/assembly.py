@@ -54,6 +54,8 @@ def ae_objective(loss: LossConfig, ae: AEConfig) -> AutoencoderObjective:
     from components.models.oesdn.objectives import AutoencoderObjective
     from components.models.oesdn.outlier_exposure import AuxSettings
 
+    # Only local corruptions are allowed here (config checks), so the whole-image noise and blur
+    # strengths are never read: any valid value will do.
     denoise = AuxSettings(tuple(ae.denoise_transforms), noise_std=0.1, blur_sigma=1.5)
     return AutoencoderObjective(reconstruction_loss(loss), denoise, ae.denoise_share)
 

@@ -131,7 +131,9 @@ class AEConfig(OptimConfig):
         le=1.0,
         description="share of training images given a local corruption whose target is the clean image; 0 = a plain AE",
     )
-    denoise_transforms: tuple[str, ...] = ("foreign_patch", "noise_patch")
+    denoise_transforms: tuple[str, ...] = Field(
+        default=("shade_patch",), description="the local corruptions the AE learns to remove (drawn one per image)"
+    )
 
     @field_validator("denoise_transforms")
     @classmethod

@@ -15,8 +15,9 @@ class AutoencoderObjective:
 
     With `denoise` and a `denoise_share` above 0, that share of the images (drawn per image) enters
     with a local corruption while the target stays the clean image: the AE learns to paint normal
-    content over what is not normal, instead of reproducing a dark blob it has the capacity to
-    code. The SDN, taught to copy the same corruptions, then differs from it there.
+    content over what is not normal, instead of rebuilding a dark hole it has the capacity to code
+    (its mean tone). The SDN, which copies what it is shown, then differs from it inside the hole,
+    not only at its rim.
     """
 
     def __init__(self, distance: ReconstructionLoss, denoise: AuxSettings | None = None, denoise_share: float = 0.0) -> None:
