@@ -16,6 +16,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from components.safe_paths import plain_folder_name
 
+LOCAL_AUX_TRANSFORMS = ("foreign_patch", "noise_patch", "stroke_patch", "shade_patch")
+"""The corruptions that change part of an image only (the rest are whole-image transforms)."""
 AUX_TRANSFORMS = (
     "rot90",
     "rot180",
@@ -26,13 +28,8 @@ AUX_TRANSFORMS = (
     "gaussian_blur",
     "invert",
     "channel_shuffle",
-    "foreign_patch",
-    "noise_patch",
-    "stroke_patch",
-    "shade_patch",
+    *LOCAL_AUX_TRANSFORMS,
 )
-LOCAL_AUX_TRANSFORMS = ("foreign_patch", "noise_patch", "stroke_patch", "shade_patch")
-"""The corruptions that change part of an image only (the rest are whole-image transforms)."""
 
 
 def _multiple_of_16(value: int) -> int:
