@@ -17,11 +17,18 @@ time, never copied into this repository):
 `--second` builds a second such set from five other textures of the same archive (wood, sand,
 marble, brushed pewter, mossy stone) under data/devsuite_tiled2: a fresh held-out check for defaults
 that the first set has by now helped choose.
+
+`--third` builds a third set under data/devsuite_tiled3 from five more textures (lichen-covered
+rust, soil, a steel tread plate, dirty flagstones, a brown patina) with *other defects*: the bundled
+generator's scratches, cracks, discolouration, darkened or bleached patches and warps, none of which
+the tileable sets or the 256 px suite hold. The pipeline will be judged on defects from a generator it
+has never seen; this set asks what the defaults, chosen on the first two, do on that.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import zipfile
 from functools import cache
@@ -45,9 +52,17 @@ TEXTURES = {  # category: (member of the archive, side of one repeat in px)
     "marble": ("textures/proto2/marble02.jpg", 224),
     "pewter": ("textures/base_trim/dirty_pewter_big.jpg", 192),
     "moss": ("textures/acc_dm5/wall_dirty.jpg", 192),
+    # the third set (--third)
+    "lichen": ("textures/acc_dm5/rust.jpg", 192),
+    "soil": ("textures/base_floor/dirt.jpg", 192),
+    "treadplate": ("textures/base_floor/diamond2c.jpg", 256),
+    "flagstone": ("textures/acc_dm5/stntiles_dirty.jpg", 256),
+    "patina": ("textures/base_wall/rusted.jpg", 192),
 }
 FIRST_SET = ("rock", "fabric", "planks", "rivets", "concrete")
 SECOND_SET = ("wood", "sand", "marble", "pewter", "moss")
+THIRD_SET = ("lichen", "soil", "treadplate", "flagstone", "patina")
+THIRD_SET_DEFECTS = ("scratch", "crack", "color", "intensity", "warp")
 
 
 @cache
@@ -74,10 +89,19 @@ def tiled_window(category: str, split: str, size: int, rng: np.random.Generator)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--second", action="store_true", help="build the second set under data/devsuite_tiled2")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--second", action="store_true", help="build the second set under data/devsuite_tiled2")
+    which.add_argument("--third", action="store_true", help="build the third set, with other defects, under data/devsuite_tiled3")
     args = parser.parse_args()
-    root, categories = (Path("data/devsuite_tiled2"), SECOND_SET) if args.second else (Path("data/devsuite_tiled"), FIRST_SET)
-    devsuite_data.generate_devsuite(root, categories, devsuite_data.HIRES_SPEC, normal=tiled_window)
+    spec = devsuite_data.HIRES_SPEC
+    if args.third:
+        root, categories = Path("data/devsuite_tiled3"), THIRD_SET
+        spec = dataclasses.replace(spec, defects=THIRD_SET_DEFECTS)
+    elif args.second:
+        root, categories = Path("data/devsuite_tiled2"), SECOND_SET
+    else:
+        root, categories = Path("data/devsuite_tiled"), FIRST_SET
+    devsuite_data.generate_devsuite(root, categories, spec, normal=tiled_window)
 
 
 if __name__ == "__main__":

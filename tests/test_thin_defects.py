@@ -106,3 +106,13 @@ def test_an_interrupted_category_is_rebuilt_not_taken_for_finished(tmp_path: Pat
     (folder,) = generate_devsuite(tmp_path, ("slate",), spec, progress=False, normal=dies_on_the_third)
     assert len(list((folder / "train" / "good").glob("*.png"))) == 4
     assert [p.name for p in tmp_path.iterdir()] == ["slate"]  # no partial folder left behind
+
+
+def test_a_spec_with_its_own_defects_draws_those_and_names_an_unknown_one(tmp_path: Path) -> None:
+    """The third tileable check set draws other defects than the ones the defaults were chosen on."""
+    spec = DevSuiteSpec(image_size=32, train_count=1, test_good_count=1, test_per_defect=1, defects=("warp", "intensity"))
+    folder = generate_category(tmp_path, "weave", spec, progress=False)
+    assert {p.name for p in (folder / "test").iterdir()} == {"good", "warp", "intensity"}
+    assert {p.name for p in (folder / "ground_truth").iterdir()} == {"warp", "intensity"}
+    with pytest.raises(ValueError, match=r"unknown defect types \['dent'\] in DevSuiteSpec.defects"):
+        DevSuiteSpec(defects=("warp", "dent"))

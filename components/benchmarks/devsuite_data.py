@@ -54,6 +54,15 @@ class DevSuiteSpec:
     test_per_defect: int = 8
     seed: int = 0
     thin_defects: bool = False  # half the defect types 1-2 px wide (`thin_defects`), for the 256 px suite
+    defects: tuple[str, ...] = ()
+    """The defect types to draw, when given, instead of the suite's for the category: a check set of
+    other defects than those the defaults were chosen on."""
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.defects) - set(synthetic.DEFECT_TYPES) - set(THIN_DEFECTS))
+        if unknown:
+            known = [*synthetic.DEFECT_TYPES, *THIN_DEFECTS]
+            raise ValueError(f"unknown defect types {unknown} in DevSuiteSpec.defects; choose from {known}")
 
 
 HIRES_SPEC = DevSuiteSpec(image_size=256, thin_defects=True)
@@ -173,7 +182,8 @@ def generate_category(
     shutil.rmtree(folder, ignore_errors=True)
     jobs: list[tuple[str, str | None, int]] = [("train", None, i) for i in range(spec.train_count)]
     jobs += [("test", None, i) for i in range(spec.test_good_count)]
-    jobs += [("test", d, i) for d in defect_types(category, spec.thin_defects) for i in range(spec.test_per_defect)]
+    defects = spec.defects or defect_types(category, spec.thin_defects)
+    jobs += [("test", d, i) for d in defects for i in range(spec.test_per_defect)]
     context = synthetic._Context(category, spec.image_size)
     for split, defect, index in tqdm(jobs, desc=f"devsuite {category}", unit="img", disable=not progress):
         rng = synthetic._sample_rng(spec.seed, category, split, defect, index)  # one stream per image, as the bundled set
