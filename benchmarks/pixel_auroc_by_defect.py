@@ -12,7 +12,6 @@ without one type left out.
 
 from __future__ import annotations
 
-import argparse
 from collections import defaultdict
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from sklearn.metrics import roc_auc_score
 from components.data.prepared import load_prepared
 from components.models.oesdn.bundle import BundleModel
 from components.models.oesdn.detector import score_images
-from pipelines.devsuite import data_fingerprint, suite_params, training_key
+from pipelines.devsuite import defaults_workspace, trained_runs_parser
 
 METHODS = ("oe_sdn", "ae_l2")
 
@@ -50,23 +49,15 @@ def run_figures(workspace: Path, category: str, without: str | None) -> dict[tup
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", type=Path, required=True)
-    parser.add_argument("--categories", nargs="+", required=True)
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--cache", type=Path, default=Path("benchmarks/results/devsuite_runs"))
+    parser = trained_runs_parser(__doc__.splitlines()[0])
     parser.add_argument("--without", help="also the pooled figure with this defect type left out")
     args = parser.parse_args()
     torch.set_num_threads(1)
     means: dict[tuple[str, str], list[float]] = defaultdict(list)
     for category in args.categories:
-        fingerprint = data_fingerprint(args.root / category)
         per_seed: dict[tuple[str, str], list[float]] = defaultdict(list)
         for seed in args.seeds:
-            key = training_key(suite_params(Path("params.yaml"), args.root, category, seed, {}))
-            workspace = args.cache / f"train-{key}" / f"{category}-{fingerprint}" / f"seed{seed}"
-            if not (workspace / "models" / category / "bundle.json").is_file():
-                raise SystemExit(f"{workspace}: no evaluated run of the defaults; run `oesdn bench devsuite` on it first")
+            workspace = defaults_workspace(args.root, category, seed, args.cache)
             for figure, value in run_figures(workspace, category, args.without).items():
                 per_seed[figure].append(value)
         for (method, name), values in sorted(per_seed.items()):
@@ -78,4 +69,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except FileNotFoundError as error:  # a run the bench has not made: say which, no traceback
+        raise SystemExit(str(error)) from None

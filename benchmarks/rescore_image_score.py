@@ -5,7 +5,7 @@ score joined to OE-SDN's) changes only evaluate, and the defaults' trained netwo
 and seed already sit in the bench's workspaces. This reads them, takes each map's top-k log scores
 on the validation normals, the test images and the label-free check's defective copies of the
 validation normals, and prints per candidate the image AUROC and, at the shipped rule's threshold
-(log-normal tolerance bound 0.99 at 99 % confidence on the validation normals), false alarms and
+(`score.threshold_rule` of params.yaml, on the validation normals), false alarms and
 recall; then what a per-category label-free choice between OE-SDN's score and OE-SDN's plus the AE
 residual's would do. Choose on the development suites only, never on the bundled test labels.
 
@@ -17,7 +17,6 @@ The raw scores are kept under --scores (one JSON per run), so a second call only
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -25,13 +24,15 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
+from components.assembly import image_threshold_rule
+from components.config import load_params
 from components.data.prepared import load_prepared
 from components.data.validation_defects import defective_copies
-from components.metrics import lognormal_tolerance_threshold
+from components.evaluation import ImageThresholdRule
 from components.models.oesdn.bundle import BundleModel
 from components.runtime import to_float
-from components.scoring import LOG_SPREAD_FLOOR, l2_residual_map, oe_sdn_map, smooth_maps
-from pipelines.devsuite import data_fingerprint, suite_params, training_key
+from components.scoring import ImageScoreCalibration, l2_residual_map, oe_sdn_map, smooth_maps
+from pipelines.devsuite import data_fingerprint, defaults_workspace, trained_runs_parser
 
 FRACTIONS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05)
 SHIPPED = ("squared@0.02", "ssim@0.02")
@@ -76,14 +77,10 @@ def _log_topk(maps: dict[str, torch.Tensor]) -> dict[str, list[float]]:
 
 def raw_scores(root: Path, category: str, seed: int, cache: Path, scores_dir: Path) -> dict:
     """One run's top-k log scores, computed once from its bench workspace and kept as JSON."""
-    fingerprint = data_fingerprint(root / category)
-    path = scores_dir / f"{category}-{fingerprint}_seed{seed}.json"
+    path = scores_dir / f"{category}-{data_fingerprint(root / category)}_seed{seed}.json"
     if path.is_file():
         return json.loads(path.read_text())
-    key = training_key(suite_params(Path("params.yaml"), root, category, seed, {}))
-    workspace = cache / f"train-{key}" / f"{category}-{fingerprint}" / f"seed{seed}"
-    if not (workspace / "models" / category / "bundle.json").is_file():
-        raise SystemExit(f"{workspace}: no evaluated run of the defaults; run `oesdn bench devsuite` on it first")
+    workspace = defaults_workspace(root, category, seed, cache)
     model = BundleModel.load(workspace / "models" / category, device="cpu")
     data = load_prepared(workspace / "data" / "prepared" / category)
     defective, _, _ = defective_copies(data.val, seed)
@@ -98,26 +95,22 @@ def raw_scores(root: Path, category: str, seed: int, cache: Path, scores_dir: Pa
     return record
 
 
-def operating_point(record: dict, names: tuple[str, ...]) -> tuple[float, float, float, float]:
-    """(test image AUROC, false alarms, recall, synthetic image AUROC) of the standardised mean score;
-    the synthetic figure only for scores of the shipped top-k share (nan otherwise: not kept)."""
+def operating_point(record: dict, names: tuple[str, ...], rule: ImageThresholdRule) -> tuple[float, float, float, float]:
+    """(test image AUROC, false alarms, recall, synthetic image AUROC) of the image score that combines
+    `names` as the detector does (`ImageScoreCalibration` on the validation normals), thresholded by
+    `rule`; the synthetic figure only for scores of the shipped top-k share (nan otherwise: not kept)."""
     splits = ("val", "test", "synthetic") if all(name in record["synthetic"] for name in names) else ("val", "test")
-    parts: dict[str, list[np.ndarray]] = {split: [] for split in splits}
-    for name in names:
-        val = np.asarray(record["val"][name])
-        centre, spread = val.mean(), max(val.std(), LOG_SPREAD_FLOOR)
-        for split, rows in parts.items():
-            rows.append((np.asarray(record[split][name]) - centre) / spread)
-    val, test = np.mean(parts["val"], axis=0), np.mean(parts["test"], axis=0)
+    raw = {split: torch.tensor([record[split][name] for name in names], dtype=torch.float64).exp() for split in splits}
+    calibration = ImageScoreCalibration.fit(names, raw["val"])
+    scores = {split: calibration.combine(values).numpy() for split, values in raw.items()}
     labels = np.asarray(record["labels"])
-    threshold = np.log(lognormal_tolerance_threshold(np.exp(val), 0.99, 0.99))
-    flagged = test > threshold
+    flagged = scores["test"] > rule.threshold(scores["val"])
     synthetic_auroc = float("nan")
-    if "synthetic" in parts:
-        synthetic = np.mean(parts["synthetic"], axis=0)
+    if "synthetic" in scores:
+        val, synthetic = scores["val"], scores["synthetic"]
         synthetic_auroc = float(roc_auc_score(np.r_[np.zeros(len(val)), np.ones(len(synthetic))], np.r_[val, synthetic]))
     return (
-        float(roc_auc_score(labels, test)),
+        float(roc_auc_score(labels, scores["test"])),
         float(flagged[labels == 0].mean()),
         float(flagged[labels == 1].mean()),
         synthetic_auroc,
@@ -125,23 +118,20 @@ def operating_point(record: dict, names: tuple[str, ...]) -> tuple[float, float,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", type=Path, required=True)
-    parser.add_argument("--categories", nargs="+", required=True)
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--cache", type=Path, default=Path("benchmarks/results/devsuite_runs"))
+    parser = trained_runs_parser(__doc__.splitlines()[0])
     parser.add_argument("--scores", type=Path, default=Path("benchmarks/results/devsuite_runs/rescore"))
     parser.add_argument(
         "--margin", type=float, default=0.01, help="label-free choice: the AE residual joins if its check is this much better"
     )
     args = parser.parse_args()
     torch.set_num_threads(1)
+    rule = image_threshold_rule(load_params(Path("params.yaml")).score)
     results: dict[str, list[tuple[float, ...]]] = {name: [] for name in [*CANDIDATES, "label-free choice"]}
     for category in args.categories:
         per_category: dict[str, list[tuple[float, ...]]] = {name: [] for name in results}
         for seed in args.seeds:
             record = raw_scores(args.root, category, seed, args.cache, args.scores)
-            points = {name: operating_point(record, names) for name, names in CANDIDATES.items()}
+            points = {name: operating_point(record, names, rule) for name, names in CANDIDATES.items()}
             joins = points["+ the AE residual (AE-L2)"][3] > points["shipped: squared + ssim, top 2 %"][3] + args.margin
             points["label-free choice"] = points["+ the AE residual (AE-L2)" if joins else "shipped: squared + ssim, top 2 %"]
             for name, point in points.items():
@@ -163,4 +153,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except FileNotFoundError as error:  # a run the bench has not made: say which, no traceback
+        raise SystemExit(str(error)) from None

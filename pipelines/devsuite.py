@@ -11,6 +11,7 @@ re-evaluates the trained networks, and two suites with a category of one name ne
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import time
@@ -79,6 +80,31 @@ def training_key(params: Params) -> str:
     if params.score.tile_size:  # the SDN's targets are the tiled AE's outputs (unset: earlier keys hold)
         keyed["tile_size"] = params.score.tile_size
     return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def run_workspace(cache: Path, params: Params, category: str, fingerprint: str) -> Path:
+    """Where a run's networks are trained and evaluated: one folder per training key, data and seed."""
+    return cache / f"train-{training_key(params)}" / f"{category}-{fingerprint}" / f"seed{params.seed}"
+
+
+def defaults_workspace(root: Path, category: str, seed: int, cache: Path) -> Path:
+    """The workspace of the defaults' run of a suite category and seed, for scripts that re-read
+    trained networks (`benchmarks/rescore_image_score.py`); FileNotFoundError until the bench ran it."""
+    params = suite_params(Path("params.yaml"), root, category, seed, {})
+    workspace = run_workspace(cache, params, category, data_fingerprint(root / category))
+    if not (workspace / "models" / category / "bundle.json").is_file():
+        raise FileNotFoundError(f"{workspace}: no evaluated run of the defaults; run `oesdn bench devsuite` on it first")
+    return workspace
+
+
+def trained_runs_parser(description: str) -> argparse.ArgumentParser:
+    """The arguments of the scripts that read the bench's trained runs: which suite, categories, seeds."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--root", type=Path, required=True, help="the suite's MVTec-layout folder")
+    parser.add_argument("--categories", nargs="+", required=True)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--cache", type=Path, default=Path("benchmarks/results/devsuite_runs"), help="the bench's --cache")
+    return parser
 
 
 def run_key(params: Params) -> str:
@@ -180,8 +206,7 @@ def run_suite(
                 tqdm.write(f"{category} seed {seed}: reusing the result of other code ({done}); --no-cache re-runs it")
             records.append(record)
             continue
-        workspace = cache / f"train-{training_key(params)}" / f"{category}-{data}" / f"seed{seed}"
-        record = run_category(params, category, workspace, device, progress=False)
+        record = run_category(params, category, run_workspace(cache, params, category, data), device, progress=False)
         record |= {"settings_key": key, "source_sha256": source, "overrides": overrides, "cpu_capability": cpu_capability()}
         write_json_atomic(done, record)
         tqdm.write(_one_line(record))

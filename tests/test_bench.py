@@ -273,6 +273,11 @@ def test_devsuite_cli_runs_the_pipeline_stages_and_reuses_training_for_a_scoring
     ]
     assert main([*common, "--name", "first"]) == 0
     (workspace,) = cache.glob("train-*/brick-*/seed0")
+    from pipelines.devsuite import defaults_workspace  # what the scripts re-reading trained runs call
+
+    assert defaults_workspace(data, "brick", 0, cache) == workspace
+    with pytest.raises(FileNotFoundError, match=r"seed1: no evaluated run of the defaults; run `oesdn bench devsuite`"):
+        defaults_workspace(data, "brick", 1, cache)
     (record,) = (json.loads(path.read_text()) for path in cache.glob("*/brick-*_seed0.json"))
     assert record["cpu_capability"] == cpu_capability(), "a result says which kernels made it"
     networks = {name: (workspace / "models" / "brick" / name).stat().st_mtime_ns for name in ("ae.pt", "sdn.pt")}
